@@ -1,0 +1,7 @@
+"""`python -m coffer` is the `coffer` console script."""
+
+import sys
+
+from coffer.cli import main
+
+sys.exit(main())
