@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "coffer.cli_db",
     "wallet.cli",
     "watchers.cli",
+    "watchers.cli_chains",
     "ledger.cli",
     "matcher.cli",
     "api.cli",

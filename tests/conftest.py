@@ -16,6 +16,8 @@ import pytest
 from coffer.localservices import PostgresServer, RedisServer
 from tests.harness import flush_redis, new_database, private_postgres, private_redis
 
+pytest_plugins = ["tests.chain_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
