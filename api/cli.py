@@ -26,10 +26,10 @@ def register(sub: Any) -> None:
 def _trading(args: argparse.Namespace) -> int:
     from api.trading_app import serve
 
-    return serve(args)
+    return int(serve(args))
 
 
 def _deposits(args: argparse.Namespace) -> int:
     from api.deposits_app import serve
 
-    return serve(args)
+    return int(serve(args))

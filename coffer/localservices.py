@@ -9,6 +9,7 @@ unprivileged `postgres` user (shared/STACK.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -162,10 +163,11 @@ class PostgresServer:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def _popen_kwargs(self) -> dict[str, object]:
+    def _run_as(self) -> tuple[str | None, str | None, list[str] | None]:
+        """(user, group, extra_groups) for subprocess: postgres when we are root."""
         if _is_root():
-            return {"user": "postgres", "group": "postgres", "extra_groups": []}
-        return {}
+            return "postgres", "postgres", []
+        return None, None, None
 
     def init(self) -> None:
         """Create the cluster unless `data_dir` already holds one (re-runs keep data)."""
@@ -178,11 +180,12 @@ class PostgresServer:
         if (self.data_dir / "PG_VERSION").exists():
             return
         initdb = pg_bin_dir() / "initdb"
+        user, group, extra_groups = self._run_as()
         result = subprocess.run(
             [str(initdb), "-D", str(self.data_dir.resolve()), "-U", "postgres", "--auth=trust",
              "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"],
             stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            **self._popen_kwargs(),  # type: ignore[arg-type]
+            user=user, group=group, extra_groups=extra_groups,
         )
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
@@ -204,11 +207,12 @@ class PostgresServer:
         ]
         if self.fast_unsafe:
             args += ["-c", "fsync=off", "-c", "full_page_writes=off"]
+        user, group, extra_groups = self._run_as()
         log = open(self.directory / "postgres.log", "ab")  # noqa: SIM115 - owned by the child
         try:
             self.proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                **self._popen_kwargs(),  # type: ignore[arg-type]
+                user=user, group=group, extra_groups=extra_groups,
             )
         finally:
             log.close()
@@ -298,10 +302,8 @@ def _remove_stale_pidfile(path: Path) -> None:
 
 
 def _kill_process_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _stop(proc: subprocess.Popen[bytes] | None, sig: signal.Signals, timeout_s: float) -> None:

@@ -52,12 +52,15 @@ def discover(packages: tuple[str, ...] = MIGRATION_PACKAGES) -> list[Migration]:
                 continue
             match = _NAME.match(entry.name)
             if match is None:
-                raise MigrationError(f"migration file name {package}/migrations/{entry.name} is not NNNN_name.sql")
+                raise MigrationError(
+                    f"migration file name {package}/migrations/{entry.name} is not NNNN_name.sql"
+                )
             version = int(match.group(1))
             if version in found:
                 other = found[version]
                 raise MigrationError(
-                    f"migration number {version:04d} used twice: {other.package}/{other.name} and {package}/{entry.name}"
+                    f"migration number {version:04d} used twice: "
+                    f"{other.package}/{other.name} and {package}/{entry.name}"
                 )
             found[version] = Migration(version, entry.name, package, entry.read_text(encoding="utf-8"))
     return [found[v] for v in sorted(found)]
@@ -81,7 +84,8 @@ async def apply(conn: asyncpg.Connection, migrations: list[Migration] | None = N
     applied: list[Migration] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
-        done = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+        rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        done = {r["version"]: r["checksum"] for r in rows}
         for mig in todo:
             if mig.version in done:
                 if done[mig.version] != mig.checksum:

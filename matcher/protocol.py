@@ -19,7 +19,7 @@ exactly-once rules of ARCHITECTURE.md apply per item:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 import msgpack
@@ -31,7 +31,7 @@ STPMode = Literal["none", "cancel_taker", "cancel_maker", "cancel_both"]
 BATCH_FIELD = b"b"
 
 
-class DoneReason(str, Enum):
+class DoneReason(StrEnum):
     FILLED = "filled"
     CANCELED = "canceled"
     EXPIRED = "expired"  # IOC / market remainder that could not fill
@@ -162,7 +162,8 @@ def _to_wire(obj: Command | Event) -> dict[str, Any]:
 
 
 def encode_batch(items: list[Command] | list[Event]) -> bytes:
-    return msgpack.packb([_to_wire(i) for i in items], use_bin_type=True)
+    packed: bytes = msgpack.packb([_to_wire(i) for i in items], use_bin_type=True)
+    return packed
 
 
 def _decode(raw: bytes, key: str, types: dict[str, type[Any]]) -> list[Any]:
