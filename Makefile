@@ -17,7 +17,7 @@ setup: system-deps $(STAMP)
 # Debian packages the project needs: Redis and PostgreSQL server binaries, and
 # docker-compose to validate docker-compose.yml (no engine is needed for `config`).
 system-deps:
-	@bash scripts/system-deps.sh
+	@PYTHON=$(PYTHON) bash scripts/system-deps.sh
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -38,8 +38,10 @@ pytest: setup
 soak: setup
 	$(VENV)/bin/pytest -q -m soak
 
+# Validates docker-compose.yml (no Docker engine needed); the secrets are placeholders.
 compose-check: setup
-	docker-compose -f docker-compose.yml config --quiet
+	POSTGRES_PASSWORD=compose-check COFFER_SERVICE_TOKEN=compose-check \
+		docker-compose -f docker-compose.yml config --quiet
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
