@@ -1,0 +1,46 @@
+"""Errors of the ledger package: one root (`LedgerError`), one subclass per kind of mistake.
+
+Messages are one line a user or operator can act on; they never carry secrets.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Root of every ledger error."""
+
+
+class UnknownUserError(LedgerError):
+    """A user id that is not in `users`."""
+
+
+class UnknownAssetError(LedgerError):
+    """An asset code that is not in `assets`."""
+
+
+class UnknownMarketError(LedgerError):
+    """A market symbol that is not in `markets` (or is disabled)."""
+
+
+class UnknownDepositError(LedgerError):
+    """A deposit key that was never credited."""
+
+
+class InvalidAmountError(LedgerError):
+    """An amount that is not a positive integer in ledger units, or not on the tick/lot grid."""
+
+
+class InsufficientFundsError(LedgerError):
+    """Available balance too small for a freeze or a withdrawal hold."""
+
+
+class ArithmeticInvariantError(LedgerError):
+    """A settlement would break a ledger invariant (frozen below zero, overfill)."""
+
+
+class IntakeProtocolError(LedgerError):
+    """An intake stream entry that does not decode into a known request."""
+
+
+class AuditFailedError(LedgerError):
+    """The audit found balances that the durable records do not explain."""
