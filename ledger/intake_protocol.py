@@ -1,0 +1,200 @@
+"""The intake contract between the API and the ledger: requests in, replies and user events out.
+
+Requests. The trading API writes each user's commands to the stream `intake{k}` with
+`k = shard_for_user(user_id, shards)` (shards = COFFER_INTAKE_SHARDS), so one user's
+commands stay in order. An entry carries the field `b`: a msgpack list of request maps
+(a batch; one request per entry is fine). `encode_requests` / `decode_requests` build and
+read them. Amounts travel as decimal STRINGS exactly as the client sent them: the ledger
+validates them against the market's tick, lot and minimum notional (`ledger.markets`), so
+the API may pre-check with the same functions but need not. `ts_ms` is the API's receipt
+time; the engine never reads a clock.
+
+Replies. Every request names `reply_to`, a Redis pub/sub channel of the API instance that
+waits for it (by convention `reply_channel(instance_id)` = `intake:reply:<instance_id>`;
+empty = no reply wanted). After the ledger COMMITS the batch it PUBLISHes one msgpack map
+per request on that channel (`Reply`): `rid` (the request id the API chose), `ok`, `kind`,
+`order_id`, `client_order_id`, `state` (`pending` = frozen and forwarded to the engine;
+`rejected`), `reason` (why it was rejected, in words a client can act on), and for a
+withdrawal `withdrawal_id`. A duplicate `client_order_id` is answered with the ORIGINAL
+order's id and current state and `duplicate=True`. Pub/sub is at-most-once: an API that
+missed its reply answers 202 `pending` and the client reads the order later. A request the
+ledger cannot decode is skipped with a log line (it cannot be answered).
+
+User events. After each committed settlement batch the ledger publishes on
+`user_events_channel(user_id)` = `user:events:<user_id>` one msgpack map
+`{"user": id, "events": [...]}` per user touched, events in order:
+  {"type": "fill", "market", "order_id", "side", "liquidity" ("maker"|"taker"), "seq",
+   "price_ticks", "qty_lots", "base_amount", "quote_amount", "fee", "fee_asset", "ts_ms"}
+  {"type": "order", "market", "order_id", "state", "filled_lots", "ts_ms"}
+  {"type": "balance", "asset", "available", "frozen"}   (new totals, ledger units)
+The intake consumer publishes `order` (state pending/rejected) and `balance` events too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import msgpack
+
+from ledger.errors import IntakeProtocolError
+
+BATCH_FIELD = b"b"
+Side = Literal["buy", "sell"]
+
+
+def intake_stream(shard: int) -> str:
+    return f"intake{{{shard}}}"
+
+
+def shard_for_user(user_id: int, shards: int) -> int:
+    """The intake shard of a user: `user_id mod shards` (stable, no hashing of strings)."""
+    if shards < 1:
+        raise ValueError("shards must be >= 1")
+    return user_id % shards
+
+
+def reply_channel(instance_id: str) -> str:
+    return f"intake:reply:{instance_id}"
+
+
+def user_events_channel(user_id: int) -> str:
+    return f"user:events:{user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrderRequest:
+    """Place an order. Limit: `price` and `qty`. Market sell: `qty`. Market buy: `funds`
+    (quote amount). Decimal strings in human units (e.g. price '30000.5' USDT per BTC)."""
+
+    rid: str
+    reply_to: str
+    user: int
+    market: str
+    side: Side
+    type: Literal["limit", "market"]
+    price: str | None
+    qty: str | None
+    funds: str | None
+    ts_ms: int
+    client_order_id: str | None = None
+    tif: Literal["GTC", "IOC", "FOK"] = "GTC"
+    post_only: bool = False
+    stp: Literal["none", "cancel_taker", "cancel_maker", "cancel_both"] = "none"
+    t: Literal["place"] = "place"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """Cancel one order, by `order_id` or by `client_order_id`."""
+
+    rid: str
+    reply_to: str
+    user: int
+    market: str
+    ts_ms: int
+    order_id: int | None = None
+    client_order_id: str | None = None
+    t: Literal["cancel"] = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAllRequest:
+    """Cancel every live order of the user (in one market, or all when `market` is None)."""
+
+    rid: str
+    reply_to: str
+    user: int
+    ts_ms: int
+    market: str | None = None
+    t: Literal["cancel_all"] = "cancel_all"
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawRequest:
+    """Hold `amount` (decimal string, asset units, fee included) for a withdrawal to `address`."""
+
+    rid: str
+    reply_to: str
+    user: int
+    asset: str
+    amount: str
+    address: str
+    ts_ms: int
+    t: Literal["withdraw"] = "withdraw"
+
+
+Request = PlaceOrderRequest | CancelRequest | CancelAllRequest | WithdrawRequest
+_TYPES: dict[str, type[Any]] = {
+    "place": PlaceOrderRequest, "cancel": CancelRequest, "cancel_all": CancelAllRequest, "withdraw": WithdrawRequest,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    rid: str
+    ok: bool
+    kind: str
+    state: str  # pending | rejected | cancel_pending | held
+    order_id: int | None = None
+    client_order_id: str | None = None
+    reason: str = ""
+    duplicate: bool = False
+    withdrawal_id: int | None = None
+    canceled: int = 0  # cancel_all: how many cancels were forwarded
+
+
+def encode_requests(items: list[Request]) -> bytes:
+    """The value of field `b` of one `intake{k}` entry."""
+    return msgpack.packb([asdict(i) for i in items], use_bin_type=True)
+
+
+def decode_one(row: Any) -> Request:
+    if not isinstance(row, dict) or row.get("t") not in _TYPES:
+        raise IntakeProtocolError(f"unknown intake item {row!r:.80}")
+    try:
+        return _TYPES[row["t"]](**row)  # type: ignore[no-any-return]
+    except TypeError as exc:
+        raise IntakeProtocolError(f"bad {row['t']} item: {exc}") from exc
+
+
+def decode_requests(raw: bytes) -> list[Request | IntakeProtocolError]:
+    """Decode one entry's batch; an undecodable item becomes an IntakeProtocolError in place."""
+    try:
+        rows = msgpack.unpackb(raw, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        return [IntakeProtocolError(f"not a msgpack batch: {exc}")]
+    if not isinstance(rows, list):
+        return [IntakeProtocolError("intake batch is not a list")]
+    out: list[Request | IntakeProtocolError] = []
+    for row in rows:
+        try:
+            out.append(decode_one(row))
+        except IntakeProtocolError as exc:
+            out.append(exc)
+    return out
+
+
+def encode_reply(reply: Reply) -> bytes:
+    return msgpack.packb(asdict(reply), use_bin_type=True)
+
+
+def decode_reply(raw: bytes) -> Reply:
+    row = msgpack.unpackb(raw, raw=False)
+    if not isinstance(row, dict):
+        raise IntakeProtocolError("reply is not a map")
+    try:
+        return Reply(**row)
+    except TypeError as exc:
+        raise IntakeProtocolError(f"bad reply: {exc}") from exc
+
+
+def encode_user_events(user_id: int, events: list[dict[str, Any]]) -> bytes:
+    return msgpack.packb({"user": user_id, "events": events}, use_bin_type=True)
+
+
+def decode_user_events(raw: bytes) -> dict[str, Any]:
+    row = msgpack.unpackb(raw, raw=False)
+    if not isinstance(row, dict):
+        raise IntakeProtocolError("user event message is not a map")
+    return row

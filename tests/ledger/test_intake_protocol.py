@@ -1,0 +1,44 @@
+"""Round trips of the intake contract (requests, replies, shard function)."""
+
+from __future__ import annotations
+
+import msgpack
+
+from ledger.errors import IntakeProtocolError
+from ledger.intake_protocol import (
+    CancelAllRequest,
+    CancelRequest,
+    PlaceOrderRequest,
+    Reply,
+    WithdrawRequest,
+    decode_reply,
+    decode_requests,
+    encode_reply,
+    encode_requests,
+    intake_stream,
+    shard_for_user,
+)
+
+
+def test_requests_round_trip_and_bad_items_are_isolated() -> None:
+    items = [
+        PlaceOrderRequest("r1", "intake:reply:a", 7, "BTC-USDT", "buy", "limit", "30000.1", "0.001", None, 5,
+                          client_order_id="c1"),
+        CancelRequest("r2", "", 7, "BTC-USDT", 6, order_id=12),
+        CancelAllRequest("r3", "", 7, 7),
+        WithdrawRequest("r4", "x", 7, "BTC", "0.5", "bcrt1qxyz", 8),
+    ]
+    assert decode_requests(encode_requests(items)) == items
+    raw = msgpack.packb([{"t": "place", "rid": "x"}, {"t": "bogus"}, {"t": "cancel_all", "rid": "r", "reply_to": "",
+                                                                       "user": 1, "ts_ms": 1}])
+    out = decode_requests(raw)
+    assert isinstance(out[0], IntakeProtocolError) and isinstance(out[1], IntakeProtocolError)
+    assert out[2] == CancelAllRequest("r", "", 1, 1)
+    assert isinstance(decode_requests(b"\xc1")[0], IntakeProtocolError)
+
+
+def test_reply_and_shard() -> None:
+    r = Reply("r1", True, "place", "pending", order_id=5, client_order_id="c")
+    assert decode_reply(encode_reply(r)) == r
+    assert [shard_for_user(u, 4) for u in range(6)] == [0, 1, 2, 3, 0, 1]
+    assert intake_stream(3) == "intake{3}"
