@@ -146,7 +146,7 @@ class Reply:
 
 def encode_requests(items: list[Request]) -> bytes:
     """The value of field `b` of one `intake{k}` entry."""
-    return msgpack.packb([asdict(i) for i in items], use_bin_type=True)
+    return bytes(msgpack.packb([asdict(i) for i in items], use_bin_type=True))
 
 
 def decode_one(row: Any) -> Request:
@@ -176,7 +176,7 @@ def decode_requests(raw: bytes) -> list[Request | IntakeProtocolError]:
 
 
 def encode_reply(reply: Reply) -> bytes:
-    return msgpack.packb(asdict(reply), use_bin_type=True)
+    return bytes(msgpack.packb(asdict(reply), use_bin_type=True))
 
 
 def decode_reply(raw: bytes) -> Reply:
@@ -190,7 +190,7 @@ def decode_reply(raw: bytes) -> Reply:
 
 
 def encode_user_events(user_id: int, events: list[dict[str, Any]]) -> bytes:
-    return msgpack.packb({"user": user_id, "events": events}, use_bin_type=True)
+    return bytes(msgpack.packb({"user": user_id, "events": events}, use_bin_type=True))
 
 
 def decode_user_events(raw: bytes) -> dict[str, Any]:
