@@ -1,0 +1,90 @@
+"""`coffer watcher run --chain btc|eth`: start the confirmation watcher daemon for one chain.
+
+Settings: COFFER_DATABASE_URL (required) from coffer.settings, plus the watcher's own
+environment variables (flags win over them):
+- COFFER_WATCHER_NETWORK          network name as in the ledger's `assets` (e.g. regtest, mainnet)
+- COFFER_WATCHER_ESPLORA_URL      Esplora base URL, for --chain btc
+- COFFER_WATCHER_ETH_RPC_URL      Ethereum JSON-RPC URL, for --chain eth
+- COFFER_WATCHER_START_HEIGHT     first height to scan when there is no cursor yet (default: the tip)
+- COFFER_WATCHER_POLL_S           seconds between polls when caught up (default 2)
+- COFFER_WATCHER_ETH_FINALITY     `confirmations` (default) or `finalized` (credit at the finalized tag)
+`--once` catches up with the tip, reconciles and exits (0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from watchers.errors import WatcherConfigError
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser("watcher", help="chain confirmation watcher")
+    cmds = parser.add_subparsers(dest="watcher_command", metavar="CMD")
+    cmds.required = True
+    run = cmds.add_parser("run", help="follow a chain and credit confirmed deposits")
+    run.add_argument("--chain", required=True, choices=("btc", "eth"))
+    run.add_argument("--network", default=None, help="network (default COFFER_WATCHER_NETWORK)")
+    run.add_argument("--node-url", default=None,
+                     help="Esplora base URL or Ethereum JSON-RPC URL (default from the environment)")
+    run.add_argument("--start-height", type=int, default=None,
+                     help="first height to scan when there is no cursor (default: current tip)")
+    run.add_argument("--once", action="store_true", help="catch up with the tip, then exit")
+    run.set_defaults(func=_run)
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise WatcherConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from coffer.settings import Settings
+    from watchers.runner import RunOptions, run_watcher
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    database_url = settings.database_url.get()
+    if not database_url:
+        raise WatcherConfigError("no database: set COFFER_DATABASE_URL")
+    network = args.network or os.environ.get("COFFER_WATCHER_NETWORK", "")
+    if not network:
+        raise WatcherConfigError("no network: pass --network or set COFFER_WATCHER_NETWORK")
+    env_name = "COFFER_WATCHER_ESPLORA_URL" if args.chain == "btc" else "COFFER_WATCHER_ETH_RPC_URL"
+    node_url = args.node_url or os.environ.get(env_name, "")
+    if not node_url:
+        raise WatcherConfigError(f"no node URL: pass --node-url or set {env_name}")
+    finality = os.environ.get("COFFER_WATCHER_ETH_FINALITY", "confirmations")
+    if finality not in ("confirmations", "finalized"):
+        raise WatcherConfigError(f"COFFER_WATCHER_ETH_FINALITY must be confirmations or finalized, got {finality!r}")
+    poll_raw = os.environ.get("COFFER_WATCHER_POLL_S", "2")
+    try:
+        poll_s = float(poll_raw)
+    except ValueError:
+        raise WatcherConfigError(f"COFFER_WATCHER_POLL_S must be a number of seconds, got {poll_raw!r}") from None
+    start = args.start_height if args.start_height is not None else _env_int("COFFER_WATCHER_START_HEIGHT")
+    options = RunOptions(
+        chain=args.chain, network=network, database_url=database_url, node_url=node_url, start_height=start,
+        poll_interval_s=poll_s, use_finalized=finality == "finalized", once=args.once,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        progress = await run_watcher(options, stop)
+        logging.getLogger("watchers").info("watcher stopped: %s", progress)
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,75 @@
+"""Wiring of one watcher process: database pool, chain client, address book, ledger functions.
+
+`run_watcher(options, stop)` is what `coffer watcher run` calls; tests and `coffer up` can
+call it in-process too. The ledger is reached only through `ledger.deposits`
+(credit_deposit / reverse_deposit) and the wallet only through `wallet.addressbook`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from watchers.daemon import Progress, Watcher, WatcherConfig
+from watchers.errors import WatcherConfigError
+from watchers.model import AssetRule
+from watchers.retry import RetryPolicy
+from watchers.sources import BtcSource, ChainSource, EthSource
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    chain: str
+    network: str
+    database_url: str
+    node_url: str
+    start_height: int | None = None
+    poll_interval_s: float = 2.0
+    use_finalized: bool = False
+    once: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    keep_blocks: int = 1000
+
+
+async def run_watcher(options: RunOptions, stop: asyncio.Event | None = None) -> Progress:
+    import asyncpg
+
+    from ledger.deposits import credit_deposit, reverse_deposit
+    from wallet.addressbook import AddressBook
+    from watchers import repository as repo
+
+    pool = await asyncpg.create_pool(options.database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            assets = await repo.load_assets(conn, options.chain, options.network)
+        if not assets:
+            raise WatcherConfigError(f"no assets for chain {options.chain} on network {options.network!r} "
+                                     "in the ledger's assets table")
+        source = make_source(options, assets)
+        try:
+            watcher = Watcher(
+                WatcherConfig(chain=options.chain, network=options.network, start_height=options.start_height,
+                              poll_interval_s=options.poll_interval_s, keep_blocks=options.keep_blocks),
+                pool, source, AddressBook(options.chain, options.network), assets,
+                credit=credit_deposit, reverse=reverse_deposit,
+            )
+            if options.once:
+                return await watcher.run_once()
+            return await watcher.run_forever(stop)
+        finally:
+            await source.aclose()
+    finally:
+        await pool.close()
+
+
+def make_source(options: RunOptions, assets: Mapping[str, AssetRule]) -> ChainSource:
+    from watchers.esplora import EsploraClient
+    from watchers.ethrpc import EthRpcClient
+    rules = dict(assets)
+    if options.chain == "btc":
+        return BtcSource(EsploraClient(options.node_url, policy=options.retry), network=options.network, assets=rules)
+    if options.chain == "eth":
+        return EthSource(EthRpcClient(options.node_url, policy=options.retry), network=options.network,
+                         assets=rules, use_finalized=options.use_finalized)
+    raise WatcherConfigError(f"unknown chain {options.chain!r} (btc or eth)")
