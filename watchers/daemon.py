@@ -105,8 +105,11 @@ class Watcher:
             next_height = self.cursor.height + 1
         if next_height > tip:
             assert self.cursor is not None
+            if tip < self.cursor.height:  # the node's chain got shorter: a reorg to a lower tip
+                await self._handle_reorg(tip)
+                return True
             if await self.source.hash_at(self.cursor.height) != self.cursor.block_hash:
-                await self._handle_reorg()
+                await self._handle_reorg(self.cursor.height)
                 return True
             await self._reconcile()
             return False
@@ -118,7 +121,7 @@ class Watcher:
                 raise InconsistentAnswerError(
                     f"block {header.block_hash} at {header.height} names parent {header.parent_hash}, "
                     f"but the node still has our block at {tip_height}")
-            await self._handle_reorg()
+            await self._handle_reorg(tip_height)
             return True
         await self._refresh_book()
         scan = await self.source.scan(header, self.book.owner)
@@ -137,9 +140,10 @@ class Watcher:
                      result.observed, len(result.credited))
         return True
 
-    async def _handle_reorg(self) -> None:
+    async def _handle_reorg(self, probe_from: int) -> None:
+        """Walk back from `probe_from` (<= our tip and <= the node's tip) to the fork point."""
         assert self.cursor is not None
-        finder = ForkFinder(self.chain.as_mapping(), self.cursor.height)
+        finder = ForkFinder(self.chain.as_mapping(), probe_from)
         while (height := finder.next_height()) is not None:
             finder.feed(height, await self.source.hash_at(height))
         fork_height = finder.fork_height

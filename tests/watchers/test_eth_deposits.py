@@ -1,0 +1,152 @@
+"""The watcher on the local Ethereum chain: ETH and ERC-20 deposits credited at N confirmations,
+dust and unknown addresses, reorg before the threshold, reorg after the credit (reversal + alert)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import pytest
+from eth_account import Account
+
+from tests.chain_fixtures import EthChain
+from tests.watchers.helpers import (
+    add_addresses,
+    available,
+    deposit_row,
+    in_thread,
+    ledger_deposits,
+    seed,
+    watcher,
+)
+
+GWEI = 10**9
+
+
+@pytest.fixture(scope="module")
+def eth_setup(eth_chain: EthChain, db_url: str) -> dict[str, object]:
+    token = eth_chain.deploy_erc20()
+
+    async def prepare() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await seed(conn, usdt_contract=token)
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    return {"token": token, "start": eth_chain.block_number() + 1}
+
+
+def new_address() -> str:
+    return str(Account.create().address)
+
+
+@pytest.mark.asyncio
+async def test_eth_and_erc20_credited_after_confirmations(eth_chain: EthChain, db_url: str,
+                                                          eth_setup: dict[str, object]) -> None:
+    token = str(eth_setup["token"])
+    alice, bob, stranger = new_address(), new_address(), new_address()
+    conn = await asyncpg.connect(db_url)
+    try:
+        await add_addresses(conn, [(101, "eth", alice), (102, "eth", bob)], first_index=100)
+        async with watcher(db_url, "eth", eth_chain.url, int(str(eth_setup["start"]))) as w:
+            # Auto-mine: one block per tx, in this order; demo ETH and USDT need 3 confirmations.
+            tx_dust = await in_thread(eth_chain.fund, alice, 10**14)  # 100,000 gwei < min_deposit 1,000,000
+            tx_unknown = await in_thread(eth_chain.fund, stranger, 10**18)
+            tx_usdt = await in_thread(eth_chain.mint_erc20, token, bob, 2_500_000)
+            tx_eth = await in_thread(eth_chain.fund, alice.lower(), 3 * 10**18 // 2 + 123)  # 1.5 ETH + 123 wei
+            await w.run_once()
+            eth_dep = await deposit_row(conn, tx_eth)
+            assert (eth_dep["status"], eth_dep["confirmations"], eth_dep["asset"]) == ("confirming", 1, "ETH")
+            usdt_dep = await deposit_row(conn, tx_usdt)
+            assert (usdt_dep["status"], usdt_dep["confirmations"], usdt_dep["asset"]) == ("confirming", 2, "USDT")
+            assert (await deposit_row(conn, tx_dust))["status"] == "dust"
+            assert await conn.fetchval("SELECT count(*) FROM watcher_observations WHERE txid = $1",
+                                       tx_unknown.lower()) == 0
+            assert await available(conn, 101, "ETH") == 0
+            assert await available(conn, 102, "USDT") == 0
+
+            await in_thread(eth_chain.mine, 1)
+            await w.run_once()
+            assert await available(conn, 102, "USDT") == 2_500_000
+            assert await available(conn, 101, "ETH") == 0
+            assert (await deposit_row(conn, tx_eth))["confirmations"] == 2
+
+            await in_thread(eth_chain.mine, 1)
+            await w.run_once()
+            await w.run_once()  # idempotent: nothing new
+            assert await available(conn, 101, "ETH") == 3 * GWEI // 2  # the 123 wei below one gwei are not credited
+            assert await available(conn, 102, "USDT") == 2_500_000
+            usdt_dep = await deposit_row(conn, tx_usdt)
+            assert usdt_dep["status"] == "credited"
+            assert usdt_dep["deposit_key"].startswith(f"eth:regtest:{tx_usdt.lower()}:log")
+            assert (await deposit_row(conn, tx_eth))["status"] == "credited"
+            assert (await deposit_row(conn, tx_dust))["status"] == "dust"
+            assert len(await ledger_deposits(conn, tx_eth)) == 1
+            assert len(await ledger_deposits(conn, tx_usdt)) == 1
+            assert await ledger_deposits(conn, tx_dust) == []
+    finally:
+        await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_reorg_before_threshold_not_credited_then_credited_once_remined(
+        eth_chain: EthChain, db_url: str, eth_setup: dict[str, object]) -> None:
+    carol = new_address()
+    conn = await asyncpg.connect(db_url)
+    try:
+        await add_addresses(conn, [(103, "eth", carol)], first_index=200)
+        async with watcher(db_url, "eth", eth_chain.url, int(str(eth_setup["start"]))) as w:
+            txid = await in_thread(eth_chain.fund, carol, 2 * 10**18)
+            await in_thread(eth_chain.mine, 1)
+            await w.run_once()
+            first = await deposit_row(conn, txid)
+            assert first["status"] == "confirming" and first["confirmations"] == 2
+            # Replace the deposit's block and the one above it by a single new block: the tx is
+            # re-mined there, so it now has 1 confirmation again.
+            await in_thread(eth_chain.reorg, 2, 1)
+            await w.run_once()
+            again = await deposit_row(conn, txid)
+            assert again["status"] == "confirming" and again["block_hash"] != first["block_hash"]
+            assert again["confirmations"] == 1
+            assert await available(conn, 103, "ETH") == 0
+            assert await conn.fetchval("SELECT count(DISTINCT block_hash) FROM watcher_observations WHERE txid = $1",
+                                       txid.lower()) == 2
+            assert w.progress.reorgs >= 1
+            await in_thread(eth_chain.mine, 2)
+            await w.run_once()
+            assert await available(conn, 103, "ETH") == 2 * GWEI
+            assert len(await ledger_deposits(conn, txid)) == 1
+    finally:
+        await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_reorg_after_credit_reverses_and_alerts(eth_chain: EthChain, db_url: str,
+                                                      eth_setup: dict[str, object],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    dave = new_address()
+    conn = await asyncpg.connect(db_url)
+    try:
+        await add_addresses(conn, [(104, "eth", dave)], first_index=300)
+        async with watcher(db_url, "eth", eth_chain.url, int(str(eth_setup["start"]))) as w:
+            txid = await in_thread(eth_chain.fund, dave, 4 * 10**18)
+            await in_thread(eth_chain.mine, 3)
+            await w.run_once()
+            assert await available(conn, 104, "ETH") == 4 * GWEI
+            with caplog.at_level(logging.ERROR, logger="watchers"):
+                await in_thread(eth_chain.reorg, 5, 6, [txid])  # deeper than 3 confirmations; tx gone
+                await w.run_once()
+            row = await deposit_row(conn, txid)
+            assert row["status"] == "reversed"
+            assert await available(conn, 104, "ETH") == 0
+            ledger_rows = await ledger_deposits(conn, txid)
+            assert [r["state"] for r in ledger_rows] == ["reversed"]
+            alerts = await conn.fetch("SELECT kind, message FROM watcher_alerts WHERE deposit_key = $1",
+                                      row["deposit_key"])
+            assert [a["kind"] for a in alerts] == ["deposit_reversed"]
+            assert any(r.levelno == logging.ERROR and txid.lower() in r.getMessage() for r in caplog.records)
+    finally:
+        await conn.close()
