@@ -67,7 +67,12 @@ def test_ethereum_account_address() -> None:
 
 @pytest.mark.parametrize(
     ("chain", "network", "account", "stype"),
-    [("btc", "mainnet", -1, "p2wpkh"), ("btc", "simnet", 0, "p2wpkh"), ("btc", "mainnet", 0, "p2sh"), ("ltc", "mainnet", 0, None)],
+    [
+        ("btc", "mainnet", -1, "p2wpkh"),
+        ("btc", "simnet", 0, "p2wpkh"),
+        ("btc", "mainnet", 0, "p2sh"),
+        ("ltc", "mainnet", 0, None),
+    ],
 )
 def test_bad_requests(chain: str, network: str, account: int, stype: str | None) -> None:
     with pytest.raises(DerivationError):

@@ -122,7 +122,7 @@ def test_refuses_fee_above_caps() -> None:
         analyze(psbt, ROOT, SEED.fingerprint, "regtest")
     psbt = build_psbt(SEED, change_sat=59_900_000)  # fee 100_000 sat ~ 709 sat/vB
     analyze(psbt, ROOT, SEED.fingerprint, "regtest")  # within the defaults
-    with pytest.raises(PsbtRefusedError, match="fee rate 709.219 sat/vB is above the cap of 50.000 sat/vB"):
+    with pytest.raises(PsbtRefusedError, match=r"fee rate 709\.219 sat/vB is above the cap of 50\.000 sat/vB"):
         analyze(psbt, ROOT, SEED.fingerprint, "regtest", FeeCaps(max_fee_rate_msat_per_vb=50_000))
 
 
@@ -136,7 +136,7 @@ def test_refuses_change_that_does_not_derive() -> None:
     out = psbt.outputs[1]
     ((pub, _der),) = out.bip32_derivations.items()
     out.bip32_derivations[pub] = DerivationPath(bytes.fromhex(SEED.fingerprint), parse_path("m/84h/1h/0h/1/5"))
-    with pytest.raises(PsbtRefusedError, match="claims to be change .* does not derive from this keystore"):
+    with pytest.raises(PsbtRefusedError, match=r"claims to be change .* does not derive from this keystore"):
         analyze(psbt, ROOT, SEED.fingerprint, "regtest")
 
 
