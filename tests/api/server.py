@@ -1,0 +1,98 @@
+"""Test helpers: run the trading API in-process under uvicorn on a free port, seed users.
+
+`running_api(...)` starts the real app (lifespan, pools, pub/sub hub) with a real uvicorn
+server inside the test's event loop and yields its base URL; `intake_consumers(...)` runs the
+ledger's intake consumers in the same loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvicorn
+
+from api.cli_users import create_user_with_key
+from api.context import TradingConfig
+from api.secretbox import load_master_key
+from api.trading_app import create_app
+from coffer.localservices import free_port
+
+
+def config_for(db_url: str, redis_url: str, data_dir: Path, **over: Any) -> TradingConfig:
+    base = TradingConfig(database_url=db_url, redis_url=redis_url, env="test", data_dir=data_dir,
+                         intake_shards=2, rate_per_s=1000, window_ms=10_000, order_wait_ms=3_000,
+                         ws_queue_max=100, ws_heartbeat_s=1)
+    return replace(base, **over)
+
+
+@contextlib.asynccontextmanager
+async def running_api(config: TradingConfig) -> AsyncIterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on", ws="websockets-sansio", access_log=False))
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        if task.done():
+            task.result()
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+async def new_user(db_url: str, data_dir: Path) -> tuple[int, str, str]:
+    """A user with an API key (same master key file as the app's data_dir)."""
+    return await create_user_with_key(db_url, load_master_key("test", data_dir))
+
+
+async def seed_markets(db_url: str) -> None:
+    from ledger.demo import seed_demo
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        async with conn.transaction():
+            await seed_demo(conn, network="regtest", usdt_contract="0x" + "11" * 20)
+    finally:
+        await conn.close()
+
+
+async def credit(db_url: str, user_id: int, asset: str, amount: int, key: str) -> None:
+    from ledger.deposits import credit_deposit
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        async with conn.transaction():
+            await credit_deposit(conn, deposit_key=key, user_id=user_id, asset=asset, amount=amount,
+                                 txid=key, output_index=0)
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def intake_consumers(db_url: str, redis_url: str, shards: int) -> AsyncIterator[None]:
+    import redis.asyncio as aioredis
+
+    from ledger.intake import IntakeConsumer
+
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+    red = aioredis.from_url(redis_url)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(IntakeConsumer(pool, red, shard=k, block_ms=50).run(stop)) for k in range(shards)]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+        await red.aclose()
+        await pool.close()
