@@ -23,7 +23,7 @@ from typing import Any
 
 from matcher.book import GTC, IOC, STP_NONE, OrderBook
 from matcher.engine import Engine
-from matcher.protocol import CancelOrder, Command, PlaceOrder
+from matcher.protocol import CancelOrder, Command, PlaceOrder, Side, TimeInForce
 
 
 def mixed_flow(n: int, seed: int) -> list[Command]:
@@ -42,7 +42,7 @@ def mixed_flow(n: int, seed: int) -> list[Command]:
             cmds.append(CancelOrder(victim, owner, 0, i, i))
             continue
         oid += 1
-        side = "buy" if rng.random() < 0.5 else "sell"
+        side: Side = "buy" if rng.random() < 0.5 else "sell"
         if r < 0.75:
             offset = rng.randint(1, 60)
             price = mid - offset if side == "buy" else mid + offset
@@ -52,7 +52,7 @@ def mixed_flow(n: int, seed: int) -> list[Command]:
         elif r < 0.95:
             through = rng.randint(0, 10)
             price = mid + through if side == "buy" else mid - through
-            tif = "IOC" if rng.random() < 0.5 else "GTC"
+            tif: TimeInForce = "IOC" if rng.random() < 0.5 else "GTC"
             cmds.append(PlaceOrder(oid, user, side, "limit", price, rng.randint(1, 30), None, tif, False, "none",
                                    0, i, i))
             if tif == "GTC":
