@@ -157,7 +157,10 @@ def open_account(
         raise WalletError(str(exc)) from None
     if network not in NETWORKS:
         raise WrongNetworkError(f"unknown network {network!r} (expected one of: {', '.join(NETWORKS)})")
-    key = parse_extended_key(xpub, public_only=True)
+    try:
+        key = parse_extended_key(xpub, public_only=True)
+    except InvalidKeyError as exc:
+        raise InvalidKeyError(f"invalid extended public key: {exc}") from None
     if chain == "eth":
         if addr_type not in (None, "eth"):
             raise WalletError(f"--type {addr_type} is for Bitcoin; Ethereum has one address type")
