@@ -43,12 +43,14 @@ CREATE TABLE markets (
     CHECK (base <> quote)
 );
 
--- available may go negative only through a deposit reversal; frozen never.
+-- available may go negative only through a deposit reversal; frozen never. (frozen >= 0 is
+-- enforced by the arithmetic and checked by the audit, not by a CHECK: PostgreSQL checks
+-- the proposed row of INSERT ... ON CONFLICT DO UPDATE, which carries the signed deltas.)
 CREATE TABLE balances (
     user_id bigint NOT NULL REFERENCES users(id),
     asset text NOT NULL REFERENCES assets(code),
     available bigint NOT NULL DEFAULT 0,
-    frozen bigint NOT NULL DEFAULT 0 CHECK (frozen >= 0),
+    frozen bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, asset)
 );
 

@@ -1,0 +1,457 @@
+"""The intake consumer of one user shard: `intake{k}` -> freeze, record -> `match:in{M}`.
+
+One loop: XREAD a batch of request entries after the stored offset; in ONE PostgreSQL
+transaction lock the shard's offset row and the users' balance rows (sorted), dedupe
+client_order_id, validate, freeze, insert orders (COPY), journal (COPY), upsert balances
+(one statement), store the stream offset and the last intake id; commit; then XADD the
+accepted commands to each market's `match:in{M}` (one batch per market) and publish the
+replies. Every forwarded command carries `shard` and a per-shard increasing `iid`, so a
+re-send is dropped by the engine's watermark. On (re)start the consumer re-sends its last
+committed batch and re-forwards every live order (and cancel) above the engine's
+watermark `wm:<shard>` of each market, so a Redis that lost recent entries strands nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ledger.arithmetic import Delta, freeze_deltas, order_freeze, order_notional, withdrawal_hold_deltas
+from ledger.errors import InvalidAmountError, LedgerError
+from ledger.intake_protocol import (
+    BATCH_FIELD,
+    CancelAllRequest,
+    CancelRequest,
+    PlaceOrderRequest,
+    Reply,
+    Request,
+    WithdrawRequest,
+    decode_requests,
+    encode_reply,
+    encode_user_events,
+    intake_stream,
+    user_events_channel,
+)
+from ledger.journal import JournalRow, copy_rows
+from ledger.markets import Market, decimal_to_units, price_to_ticks, qty_to_lots, quote_to_funds
+from ledger.repo import aggregate, load_markets, lock_users, upsert_deltas
+from matcher import keys
+from matcher.protocol import BATCH_FIELD as MATCH_FIELD
+from matcher.protocol import CancelOrder, Command, PlaceOrder, encode_batch
+
+if TYPE_CHECKING:
+    import asyncpg
+    from redis.asyncio import Redis
+
+log = logging.getLogger("ledger.intake")
+
+ORDER_COLUMNS = (
+    "id", "user_id", "market", "client_order_id", "side", "type", "tif", "post_only", "stp", "price_ticks",
+    "qty_lots", "funds_notional", "frozen_asset", "frozen_total", "frozen_remaining", "state", "shard", "iid", "ts_ms",
+)
+LIVE_STATES = ("pending", "open")
+NEGATIVE_REASON = "a balance of this user is negative after a deposit reversal; cover it before trading or withdrawing"
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    code: str
+    chain: str
+    network: str
+    ledger_decimals: int
+    withdrawal_fee: int
+    min_withdrawal: int
+
+
+@dataclass
+class _Known:
+    """An order the batch can refer to (from the database or placed earlier in the batch)."""
+
+    id: int
+    user_id: int
+    market: str
+    client_order_id: str | None
+    state: str
+
+
+@dataclass
+class BatchResult:
+    forwards: dict[str, list[Command]] = field(default_factory=lambda: defaultdict(list))
+    replies: list[tuple[str, Reply]] = field(default_factory=list)
+    balances: list[tuple[int, str, int, int]] = field(default_factory=list)
+    order_events: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    skipped: bool = False
+
+
+def stream_id_key(sid: str) -> tuple[int, int]:
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class IntakeConsumer:
+    """Consumes `intake{shard}`; one instance per shard (the offset row lock fences a second)."""
+
+    def __init__(self, pool: asyncpg.Pool, redis: Redis, *, shard: int, batch_size: int = 5000,
+                 block_ms: int = 500) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.shard = shard
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.stream = intake_stream(shard)
+        self.last_id = "0-0"
+        self.markets: dict[str, Market] = {}
+        self.assets: dict[str, Asset] = {}
+
+    # ---- start and recovery -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load offset, markets and assets; re-send the last batch; re-forward above watermarks."""
+        async with self.pool.acquire() as conn:
+            await conn.execute("INSERT INTO intake_offsets (shard) VALUES ($1) ON CONFLICT DO NOTHING", self.shard)
+            row = await conn.fetchrow("SELECT * FROM intake_offsets WHERE shard = $1", self.shard)
+            await self._load_reference(conn)
+        assert row is not None
+        self.last_id = row["stream_id"]
+        if row["last_iid"] >= row["batch_first_iid"]:
+            await self.resend_range(row["batch_first_iid"], row["last_iid"])
+        await self.reforward_above_watermarks()
+
+    async def _load_reference(self, conn: asyncpg.Connection) -> None:
+        self.markets = await load_markets(conn)
+        rows = await conn.fetch(
+            "SELECT code, chain, network, ledger_decimals, withdrawal_fee, min_withdrawal FROM assets")
+        self.assets = {r["code"]: Asset(r["code"], r["chain"], r["network"], r["ledger_decimals"],
+                                        int(r["withdrawal_fee"]), int(r["min_withdrawal"])) for r in rows}
+
+    async def _commands(self, conn: asyncpg.Connection, where: str, args: list[Any],
+                        live_only: bool) -> dict[str, list[tuple[int, Command]]]:
+        live = "AND o.state IN ('pending', 'open')" if live_only else ""
+        orders = await conn.fetch(
+            f"SELECT o.* FROM orders o WHERE o.shard = $1 AND {where} {live} ORDER BY o.iid", self.shard, *args)
+        cancels = await conn.fetch(
+            f"SELECT o.market, c.order_id, c.user_id, c.iid, c.ts_ms FROM cancel_requests c "
+            f"JOIN orders o ON o.id = c.order_id WHERE c.shard = $1 AND "
+            f"{where.replace('o.iid', 'c.iid').replace('o.market', 'c.market')} {live} ORDER BY c.iid",
+            self.shard, *args)
+        out: dict[str, list[tuple[int, Command]]] = defaultdict(list)
+        for o in orders:
+            qty = o["qty_lots"]
+            if live_only and qty is not None and o["type"] == "limit":
+                qty = qty - o["filled_lots"]  # an order the engine lost re-enters with what is left
+            out[o["market"]].append((o["iid"], PlaceOrder(
+                o["id"], o["user_id"], o["side"], o["type"], o["price_ticks"], qty, o["funds_notional"], o["tif"],
+                o["post_only"], o["stp"], self.shard, o["iid"], o["ts_ms"])))
+        for c in cancels:
+            out[c["market"]].append((c["iid"], CancelOrder(c["order_id"], c["user_id"], self.shard, c["iid"],
+                                                            c["ts_ms"])))
+        for items in out.values():
+            items.sort(key=lambda p: p[0])
+        return out
+
+    async def resend_range(self, first_iid: int, last_iid: int) -> int:
+        """Re-send the commands with iid in [first_iid, last_iid] (the last committed batch)."""
+        async with self.pool.acquire() as conn:
+            cmds = await self._commands(conn, "o.iid BETWEEN $2 AND $3", [first_iid, last_iid], live_only=False)
+        await self._forward({m: [c for _, c in items] for m, items in cmds.items()})
+        return sum(len(v) for v in cmds.values())
+
+    async def reforward_above_watermarks(self) -> int:
+        """Re-forward every live order and cancel of this shard above each engine's watermark."""
+        sent = 0
+        for symbol in sorted(self.markets):
+            raw = await self.redis.hget(keys.checkpoint(symbol), keys.watermark_field(self.shard))  # type: ignore[misc]
+            wm = int(raw) if raw is not None else 0
+            async with self.pool.acquire() as conn:
+                cmds = await self._commands(conn, "o.market = $2 AND o.iid > $3", [symbol, wm], live_only=True)
+            items = cmds.get(symbol, [])
+            if items:
+                await self._forward({symbol: [c for _, c in items]})
+                sent += len(items)
+        if sent:
+            log.info("intake %d: re-forwarded %d command(s) above the engine watermarks", self.shard, sent)
+        return sent
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    async def step(self, block_ms: int | None = None) -> int:
+        """Read one batch, process it in one transaction, forward, reply. Returns entries read."""
+        resp: Any = await self.redis.xread({self.stream: self.last_id}, count=self.batch_size,
+                                           block=self.block_ms if block_ms is None else block_ms)
+        if not resp:
+            return 0
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = resp[0][1]
+        requests: list[Request] = []
+        for _eid, fields in entries:
+            for item in decode_requests(fields.get(BATCH_FIELD, b"")):
+                if isinstance(item, LedgerError):
+                    log.warning("intake %d: skipped an undecodable request: %s", self.shard, item)
+                else:
+                    requests.append(item)
+        last = entries[-1][0]
+        last_id = last.decode() if isinstance(last, bytes) else str(last)
+        async with self.pool.acquire() as conn, conn.transaction():
+            result = await self.process(conn, requests, last_id)
+        self.last_id = last_id
+        if not result.skipped:
+            await self._forward(result.forwards)
+            await self._publish(result)
+        return len(entries)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Loop until `stop` is set; on any error back off, reload state from PostgreSQL and
+        recover (re-send, re-forward) before continuing."""
+        backoff = 0.2
+        started = False
+        while not stop.is_set():
+            try:
+                if not started:
+                    await self.start()
+                    started = True
+                await self.step()
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("intake %d: %s: %s; recovering in %.1f s", self.shard, type(exc).__name__, exc, backoff)
+                started = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _forward(self, forwards: dict[str, list[Command]]) -> None:
+        if not any(forwards.values()):
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for symbol, cmds in forwards.items():
+            for i in range(0, len(cmds), 5000):
+                pipe.xadd(keys.match_in(symbol), {MATCH_FIELD: encode_batch(cmds[i:i + 5000])})
+        await pipe.execute()
+
+    async def _publish(self, result: BatchResult) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        n = 0
+        for channel, reply in result.replies:
+            if channel:
+                pipe.publish(channel, encode_reply(reply))
+                n += 1
+        per_user: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for user, ev in result.order_events:
+            per_user[user].append(ev)
+        for user, asset, available, frozen in result.balances:
+            per_user[user].append({"type": "balance", "asset": asset, "available": available, "frozen": frozen})
+        for user, events in per_user.items():
+            pipe.publish(user_events_channel(user), encode_user_events(user, events))
+            n += 1
+        if n:
+            await pipe.execute()
+
+    # ---- the transaction ---------------------------------------------------------------
+
+    async def process(self, conn: asyncpg.Connection, requests: list[Request], last_id: str) -> BatchResult:
+        """Apply one batch inside the caller's transaction (see module docstring)."""
+        res = BatchResult()
+        off = await conn.fetchrow("SELECT * FROM intake_offsets WHERE shard = $1 FOR UPDATE", self.shard)
+        assert off is not None
+        if stream_id_key(off["stream_id"]) >= stream_id_key(last_id):
+            res.skipped = True  # another run committed this batch already
+            return res
+        if any(isinstance(r, PlaceOrderRequest) and r.market not in self.markets for r in requests):
+            await self._load_reference(conn)
+        user_ids = sorted({r.user for r in requests})
+        users = {r["id"] for r in await conn.fetch("SELECT id FROM users WHERE id = ANY($1::bigint[])", user_ids)}
+        bal = await lock_users(conn, user_ids)
+        known = await self._known_orders(conn, requests)
+        by_id = {k.id: k for k in known}
+        by_coid = {(k.user_id, k.client_order_id): k for k in known if k.client_order_id is not None}
+        n_places = sum(isinstance(r, PlaceOrderRequest) for r in requests)
+        oids: list[int] = []
+        if n_places:
+            oids = [r[0] for r in await conn.fetch("SELECT nextval('order_ids') FROM generate_series(1, $1)", n_places)]
+        oid_iter = iter(oids)
+        iid = int(off["last_iid"])
+        first_iid = iid + 1
+        orders: list[tuple[Any, ...]] = []
+        cancels: list[tuple[int, int, str, int, int, int]] = []
+        deltas: list[Delta] = []
+        journal: list[JournalRow] = []
+
+        def negative(user: int) -> bool:
+            return any(v[0] < 0 for (u, _a), v in bal.items() if u == user)
+
+        def reject(r: Request, kind: str, reason: str, **kw: Any) -> None:
+            res.replies.append((r.reply_to, Reply(r.rid, False, kind, "rejected", reason=reason, **kw)))
+
+        def apply(ds: tuple[Delta, ...], kind: str, ref: int) -> None:
+            for d in ds:
+                cur = bal.setdefault((d.user_id, d.asset), [0, 0])
+                cur[0] += d.d_available
+                cur[1] += d.d_frozen
+                deltas.append(d)
+                journal.append((d.user_id, d.asset, d.d_available, d.d_frozen, kind, ref))
+
+        for r in requests:
+            if r.user not in users:
+                reject(r, r.t, f"unknown user {r.user}")
+                continue
+            if isinstance(r, PlaceOrderRequest):
+                coid = r.client_order_id
+                if coid is not None and (r.user, coid) in by_coid:
+                    orig = by_coid[(r.user, coid)]
+                    res.replies.append((r.reply_to, Reply(r.rid, True, "place", orig.state, order_id=orig.id,
+                                                          client_order_id=coid, duplicate=True)))
+                    continue
+                market = self.markets.get(r.market)
+                if market is None:
+                    reject(r, "place", f"unknown market {r.market!r}", client_order_id=coid)
+                    continue
+                try:
+                    price = price_to_ticks(market, r.price) if r.type == "limit" and r.price is not None else None
+                    qty = qty_to_lots(market, r.qty) if r.qty is not None else None
+                    funds = (quote_to_funds(market, r.funds, self.assets[market.quote].ledger_decimals)
+                             if r.funds is not None else None)
+                    if r.type == "limit" and price is None:
+                        raise InvalidAmountError("a limit order needs a price")
+                    if r.type == "market" and r.price is not None:
+                        raise InvalidAmountError("a market order takes no price")
+                    if r.type not in ("limit", "market") or r.tif not in ("GTC", "IOC", "FOK"):
+                        raise InvalidAmountError(f"unknown order type {r.type!r} / time in force {r.tif!r}")
+                    frz = order_freeze(market, side=r.side, type=r.type, price_ticks=price, qty_lots=qty, funds=funds)
+                except InvalidAmountError as exc:
+                    reject(r, "place", str(exc), client_order_id=coid)
+                    continue
+                notional = order_notional(market, side=r.side, type=r.type, price_ticks=price, qty_lots=qty,
+                                          funds=funds)
+                if notional is not None and notional < market.min_notional:
+                    reject(r, "place", f"order value {notional} is below the minimum notional {market.min_notional} "
+                                       f"{market.quote} units", client_order_id=coid)
+                    continue
+                if negative(r.user):
+                    reject(r, "place", NEGATIVE_REASON, client_order_id=coid)
+                    continue
+                have = bal.get((r.user, frz.asset), [0, 0])[0]
+                if frz.amount > have:
+                    reject(r, "place", f"insufficient available {frz.asset}: need {frz.amount}, have {have}",
+                           client_order_id=coid)
+                    continue
+                oid = next(oid_iter)
+                iid += 1
+                apply(freeze_deltas(r.user, frz), "freeze", oid)
+                orders.append((oid, r.user, r.market, coid, r.side, r.type, r.tif, r.post_only, r.stp, price,
+                               qty, funds, frz.asset, frz.amount, frz.amount, "pending", self.shard, iid, r.ts_ms))
+                res.forwards[r.market].append(PlaceOrder(oid, r.user, r.side, r.type, price, qty, funds, r.tif,
+                                                         r.post_only, r.stp, self.shard, iid, r.ts_ms))
+                k = _Known(oid, r.user, r.market, coid, "pending")
+                by_id[oid] = k
+                if coid is not None:
+                    by_coid[(r.user, coid)] = k
+                res.replies.append((r.reply_to, Reply(r.rid, True, "place", "pending", order_id=oid,
+                                                      client_order_id=coid)))
+                res.order_events.append((r.user, {"type": "order", "market": r.market, "order_id": oid,
+                                                  "state": "pending", "filled_lots": 0, "ts_ms": r.ts_ms}))
+            elif isinstance(r, CancelRequest):
+                target = by_id.get(r.order_id) if r.order_id is not None else (
+                    by_coid.get((r.user, r.client_order_id)) if r.client_order_id is not None else None)
+                if target is None or target.user_id != r.user or target.market != r.market:
+                    reject(r, "cancel", "unknown order", order_id=r.order_id, client_order_id=r.client_order_id)
+                    continue
+                if target.state not in LIVE_STATES:
+                    reject(r, "cancel", f"order is already {target.state}", order_id=target.id)
+                    continue
+                iid += 1
+                cancels.append((self.shard, iid, target.market, target.id, r.user, r.ts_ms))
+                res.forwards[target.market].append(CancelOrder(target.id, r.user, self.shard, iid, r.ts_ms))
+                res.replies.append((r.reply_to, Reply(r.rid, True, "cancel", "cancel_pending", order_id=target.id,
+                                                      client_order_id=target.client_order_id)))
+            elif isinstance(r, CancelAllRequest):
+                live = [k for k in by_id.values() if k.user_id == r.user and k.state in LIVE_STATES
+                        and (r.market is None or k.market == r.market)]
+                for k in sorted(live, key=lambda k: k.id):
+                    iid += 1
+                    cancels.append((self.shard, iid, k.market, k.id, r.user, r.ts_ms))
+                    res.forwards[k.market].append(CancelOrder(k.id, r.user, self.shard, iid, r.ts_ms))
+                res.replies.append((r.reply_to, Reply(r.rid, True, "cancel_all", "cancel_pending", canceled=len(live))))
+            elif isinstance(r, WithdrawRequest):
+                await self._withdraw(conn, r, res, bal, negative, reject, apply)
+        if orders:
+            await conn.copy_records_to_table("orders", records=orders, columns=ORDER_COLUMNS)
+        if cancels:
+            await conn.copy_records_to_table("cancel_requests", records=cancels,
+                                             columns=("shard", "iid", "market", "order_id", "user_id", "ts_ms"))
+        await copy_rows(conn, journal)
+        res.balances = await upsert_deltas(conn, aggregate(deltas))
+        await conn.execute(
+            "UPDATE intake_offsets SET stream_id = $2, last_iid = $3, batch_first_iid = $4 WHERE shard = $1",
+            self.shard, last_id, iid, first_iid if iid >= first_iid else off["batch_first_iid"],
+        )
+        return res
+
+    async def _known_orders(self, conn: asyncpg.Connection, requests: list[Request]) -> list[_Known]:
+        ids = [r.order_id for r in requests if isinstance(r, CancelRequest) and r.order_id is not None]
+        coid_users, coids = [], []
+        for r in requests:
+            coid = r.client_order_id if isinstance(r, PlaceOrderRequest | CancelRequest) else None
+            if coid is not None:
+                coid_users.append(r.user)
+                coids.append(coid)
+        all_users = sorted({r.user for r in requests if isinstance(r, CancelAllRequest)})
+        if not (ids or coids or all_users):
+            return []
+        rows = await conn.fetch(
+            """
+            SELECT id, user_id, market, client_order_id, state FROM orders WHERE id = ANY($1::bigint[])
+            UNION
+            SELECT o.id, o.user_id, o.market, o.client_order_id, o.state
+              FROM unnest($2::bigint[], $3::text[]) AS k(u, c)
+              JOIN orders o ON o.user_id = k.u AND o.client_order_id = k.c
+            UNION
+            SELECT id, user_id, market, client_order_id, state FROM orders
+             WHERE user_id = ANY($4::bigint[]) AND state IN ('pending', 'open')
+            """,
+            ids, coid_users, coids, all_users,
+        )
+        return [_Known(r["id"], r["user_id"], r["market"], r["client_order_id"], r["state"]) for r in rows]
+
+    async def _withdraw(self, conn: asyncpg.Connection, r: WithdrawRequest, res: BatchResult,
+                        bal: dict[tuple[int, str], list[int]], negative: Any, reject: Any, apply: Any) -> None:
+        from wallet.addresses import validate_address
+        from wallet.errors import WalletError
+
+        prior = await conn.fetchrow("SELECT id, state FROM withdrawals WHERE request_id = $1", r.rid)
+        if prior is not None:
+            res.replies.append((r.reply_to, Reply(r.rid, True, "withdraw", prior["state"], duplicate=True,
+                                                  withdrawal_id=prior["id"])))
+            return
+        asset = self.assets.get(r.asset)
+        if asset is None:
+            reject(r, "withdraw", f"unknown asset {r.asset!r}")
+            return
+        try:
+            amount = decimal_to_units(r.amount, asset.ledger_decimals)
+        except InvalidAmountError as exc:
+            reject(r, "withdraw", str(exc))
+            return
+        if amount < asset.min_withdrawal or amount <= asset.withdrawal_fee:
+            reject(r, "withdraw", f"amount is below the minimum withdrawal of {asset.min_withdrawal} units")
+            return
+        try:
+            address = validate_address(r.address, asset.chain, asset.network)
+        except WalletError as exc:
+            reject(r, "withdraw", f"invalid address: {exc}")
+            return
+        if negative(r.user):
+            reject(r, "withdraw", NEGATIVE_REASON)
+            return
+        have = bal.get((r.user, asset.code), [0, 0])[0]
+        if amount > have:
+            reject(r, "withdraw", f"insufficient available {asset.code}: need {amount}, have {have}")
+            return
+        wid = await conn.fetchval(
+            "INSERT INTO withdrawals (user_id, asset, amount, fee, address, request_id) VALUES ($1,$2,$3,$4,$5,$6) "
+            "RETURNING id", r.user, asset.code, amount, asset.withdrawal_fee, address, r.rid)
+        apply(withdrawal_hold_deltas(r.user, asset.code, amount), "withdraw_hold", wid)
+        res.replies.append((r.reply_to, Reply(r.rid, True, "withdraw", "held", withdrawal_id=wid)))

@@ -1,0 +1,69 @@
+"""Bulk repository statements shared by the consumers: balance locks and upserts, markets.
+
+All functions run in the CALLER's transaction. Balance rows are always locked in the fixed
+order (user_id, asset) — `lock_users` with SELECT ... ORDER BY ... FOR UPDATE, `upsert_deltas`
+by feeding its rows sorted, since INSERT ... ON CONFLICT DO UPDATE locks conflicting rows in
+input order — so intake, settlement and deposit credits never deadlock each other.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ledger.arithmetic import Delta
+from ledger.markets import MARKET_COLUMNS, Market
+
+if TYPE_CHECKING:
+    import asyncpg
+
+BalanceKey = tuple[int, str]
+
+
+async def load_markets(conn: asyncpg.Connection) -> dict[str, Market]:
+    rows = await conn.fetch(f"SELECT {MARKET_COLUMNS} FROM markets WHERE enabled")
+    return {r["symbol"]: Market.from_row(r) for r in rows}
+
+
+async def lock_users(conn: asyncpg.Connection, user_ids: list[int]) -> dict[BalanceKey, list[int]]:
+    """Lock every balance row of `user_ids` in (user_id, asset) order; returns
+    {(user, asset): [available, frozen]}."""
+    rows = await conn.fetch(
+        "SELECT user_id, asset, available, frozen FROM balances WHERE user_id = ANY($1::bigint[]) "
+        "ORDER BY user_id, asset FOR UPDATE",
+        user_ids,
+    )
+    return {(r["user_id"], r["asset"]): [int(r["available"]), int(r["frozen"])] for r in rows}
+
+
+def aggregate(deltas: list[Delta]) -> dict[BalanceKey, list[int]]:
+    """Sum deltas per (user, asset), dropping pairs whose net change is zero."""
+    acc: dict[BalanceKey, list[int]] = {}
+    for d in deltas:
+        cur = acc.get((d.user_id, d.asset))
+        if cur is None:
+            acc[(d.user_id, d.asset)] = [d.d_available, d.d_frozen]
+        else:
+            cur[0] += d.d_available
+            cur[1] += d.d_frozen
+    return {k: v for k, v in acc.items() if v[0] or v[1]}
+
+
+async def upsert_deltas(
+    conn: asyncpg.Connection, net: dict[BalanceKey, list[int]]
+) -> list[tuple[int, str, int, int]]:
+    """Add net deltas to balances with ONE statement (rows sorted = fixed lock order);
+    returns the new (user, asset, available, frozen) of each touched row."""
+    if not net:
+        return []
+    keys = sorted(net)
+    rows = await conn.fetch(
+        """
+        INSERT INTO balances AS b (user_id, asset, available, frozen)
+        SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[])
+        ON CONFLICT (user_id, asset) DO UPDATE
+            SET available = b.available + EXCLUDED.available, frozen = b.frozen + EXCLUDED.frozen
+        RETURNING user_id, asset, available, frozen
+        """,
+        [k[0] for k in keys], [k[1] for k in keys], [net[k][0] for k in keys], [net[k][1] for k in keys],
+    )
+    return [(r["user_id"], r["asset"], int(r["available"]), int(r["frozen"])) for r in rows]

@@ -1,0 +1,248 @@
+"""The settlement consumer of one market: `match:out{M}` -> trades, order states, balances.
+
+One loop: XREAD a batch of engine event entries after the stored offset; in ONE
+PostgreSQL transaction lock the market's offset row, skip every event whose `seq` is not
+above the last applied one (settlement is idempotent by the engine's per-market sequence
+number; `trades` has the unique key (market, seq) besides), settle trades with the pure
+arithmetic, release what finished orders still hold, then write: trades (COPY), order
+states (one `UPDATE ... FROM unnest`), the journal (COPY), balances (one upsert in sorted
+lock order) and the offset; commit; then publish user events (fills, order states, new
+balances) to `user:events:<user>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ledger.arithmetic import Delta, OrderHold, release_deltas, settle_trade
+from ledger.errors import ArithmeticInvariantError
+from ledger.intake import stream_id_key
+from ledger.intake_protocol import encode_user_events, user_events_channel
+from ledger.journal import JournalRow, copy_rows
+from ledger.markets import Market
+from ledger.repo import aggregate, load_markets, upsert_deltas
+from matcher import keys
+from matcher.protocol import BATCH_FIELD, CancelRejected, Done, DoneReason, Event, Opened, Trade, decode_events
+
+if TYPE_CHECKING:
+    import asyncpg
+    from redis.asyncio import Redis
+
+log = logging.getLogger("ledger.settlement")
+
+TRADE_COLUMNS = ("market", "seq", "buy_order", "sell_order", "buyer", "seller", "taker_side", "price_ticks", "qty_lots",
+                 "base_amount", "quote_amount", "buyer_fee", "seller_fee", "ts_ms")
+FINAL_STATE = {DoneReason.FILLED: "filled", DoneReason.CANCELED: "canceled", DoneReason.EXPIRED: "expired",
+               DoneReason.REJECTED: "rejected"}
+
+
+@dataclass
+class _Order:
+    id: int
+    user_id: int
+    side: str
+    type: str
+    price_ticks: int | None
+    frozen_asset: str
+    frozen_remaining: int
+    filled_lots: int
+    filled_quote: int
+    fee_paid: int
+    state: str
+    done_reason: str | None
+    dirty: bool = False
+
+
+@dataclass
+class SettleResult:
+    applied: int = 0
+    skipped: int = 0
+    events: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    balances: list[tuple[int, str, int, int]] = field(default_factory=list)
+
+
+class SettlementConsumer:
+    """Consumes `match:out{market}`; one instance per market (the offset row lock fences a second)."""
+
+    def __init__(self, pool: asyncpg.Pool, redis: Redis, *, market: str, batch_size: int = 5000,
+                 block_ms: int = 500, publish: bool = True) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.symbol = market
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.publish_events = publish
+        self.stream = keys.match_out(market)
+        self.last_id = "0-0"
+        self.market: Market | None = None
+
+    async def start(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute("INSERT INTO settlement_offsets (market) VALUES ($1) ON CONFLICT DO NOTHING",
+                               self.symbol)
+            self.last_id = await conn.fetchval("SELECT stream_id FROM settlement_offsets WHERE market = $1",
+                                               self.symbol)
+            self.market = (await load_markets(conn))[self.symbol]
+
+    async def step(self, block_ms: int | None = None) -> int:
+        resp: Any = await self.redis.xread({self.stream: self.last_id}, count=self.batch_size,
+                                           block=self.block_ms if block_ms is None else block_ms)
+        if not resp:
+            return 0
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = resp[0][1]
+        events: list[Event] = []
+        for _eid, fields in entries:
+            events.extend(decode_events(fields[BATCH_FIELD]))
+        last = entries[-1][0]
+        last_id = last.decode() if isinstance(last, bytes) else str(last)
+        async with self.pool.acquire() as conn, conn.transaction():
+            result = await self.process(conn, events, last_id)
+        self.last_id = last_id
+        if self.publish_events and result.applied:
+            await self._publish(result)
+        return len(entries)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.2
+        started = False
+        while not stop.is_set():
+            try:
+                if not started:
+                    await self.start()
+                    started = True
+                await self.step()
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("settlement %s: %s: %s; retrying in %.1f s", self.symbol, type(exc).__name__, exc, backoff)
+                started = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _publish(self, result: SettleResult) -> None:
+        per_user = result.events
+        for user, asset, available, frozen in result.balances:
+            per_user[user].append({"type": "balance", "asset": asset, "available": available, "frozen": frozen})
+        pipe = self.redis.pipeline(transaction=False)
+        for user, evs in per_user.items():
+            pipe.publish(user_events_channel(user), encode_user_events(user, evs))
+        await pipe.execute()
+
+    async def process(self, conn: asyncpg.Connection, events: list[Event], last_id: str) -> SettleResult:
+        """Apply one batch of events inside the caller's transaction."""
+        assert self.market is not None
+        m = self.market
+        res = SettleResult()
+        off = await conn.fetchrow("SELECT stream_id, last_seq FROM settlement_offsets WHERE market = $1 FOR UPDATE",
+                                  self.symbol)
+        assert off is not None
+        last_seq = int(off["last_seq"])
+        fresh = [e for e in events if e.seq > last_seq]
+        res.skipped = len(events) - len(fresh)
+        if not fresh:
+            if stream_id_key(last_id) > stream_id_key(off["stream_id"]):
+                await conn.execute("UPDATE settlement_offsets SET stream_id = $2 WHERE market = $1", self.symbol,
+                                   last_id)
+            return res
+        fresh.sort(key=lambda e: e.seq)
+        if fresh[0].seq != last_seq + 1:
+            log.warning("settlement %s: seq gap %d -> %d", self.symbol, last_seq, fresh[0].seq)
+        oids: set[int] = set()
+        for e in fresh:
+            if isinstance(e, Trade):
+                oids.add(e.taker)
+                oids.add(e.maker)
+            elif isinstance(e, Opened | Done):
+                oids.add(e.oid)
+        rows = await conn.fetch(
+            "SELECT id, user_id, side, type, price_ticks, frozen_asset, frozen_remaining, filled_lots, filled_quote, "
+            "fee_paid, state, done_reason FROM orders WHERE id = ANY($1::bigint[]) AND market = $2",
+            list(oids), self.symbol)
+        orders = {r["id"]: _Order(r["id"], r["user_id"], r["side"], r["type"], r["price_ticks"], r["frozen_asset"],
+                                  int(r["frozen_remaining"]), int(r["filled_lots"]), int(r["filled_quote"]),
+                                  int(r["fee_paid"]), r["state"], r["done_reason"]) for r in rows}
+        missing = oids - orders.keys()
+        if missing:
+            raise ArithmeticInvariantError(f"engine events for orders the ledger does not know: {sorted(missing)[:5]}")
+        trades: list[tuple[Any, ...]] = []
+        deltas: list[Delta] = []
+        journal: list[JournalRow] = []
+
+        def apply(ds: tuple[Delta, ...], kind: str, ref: int) -> None:
+            for d in ds:
+                deltas.append(d)
+                journal.append((d.user_id, d.asset, d.d_available, d.d_frozen, kind, ref))
+
+        for e in fresh:
+            if isinstance(e, Trade):
+                buy, sell = (orders[e.taker], orders[e.maker]) if e.taker_side == "buy" else (
+                    orders[e.maker], orders[e.taker])
+                eff = settle_trade(
+                    m,
+                    buy=OrderHold(buy.id, buy.user_id, buy.side, buy.type, buy.price_ticks, buy.frozen_remaining),
+                    sell=OrderHold(sell.id, sell.user_id, sell.side, sell.type, sell.price_ticks,
+                                   sell.frozen_remaining),
+                    price_ticks=e.price, qty_lots=e.qty, taker_side=e.taker_side)
+                apply(eff.deltas, "trade", e.seq)
+                for o, consumed, fee in ((buy, eff.buy_consumed, eff.buyer_fee), (sell, eff.sell_consumed,
+                                                                                   eff.seller_fee)):
+                    o.frozen_remaining -= consumed
+                    o.filled_lots += e.qty
+                    o.filled_quote += eff.quote_amount
+                    o.fee_paid += fee
+                    o.dirty = True
+                trades.append((self.symbol, e.seq, buy.id, sell.id, buy.user_id, sell.user_id, e.taker_side, e.price,
+                               e.qty, eff.base_amount, eff.quote_amount, eff.buyer_fee, eff.seller_fee, e.ts_ms))
+                for o, fee, fee_asset in ((buy, eff.buyer_fee, m.base), (sell, eff.seller_fee, m.quote)):
+                    res.events[o.user_id].append({
+                        "type": "fill", "market": self.symbol, "order_id": o.id, "side": o.side,
+                        "liquidity": "taker" if o.side == e.taker_side else "maker", "seq": e.seq,
+                        "price_ticks": e.price, "qty_lots": e.qty, "base_amount": eff.base_amount,
+                        "quote_amount": eff.quote_amount, "fee": fee, "fee_asset": fee_asset, "ts_ms": e.ts_ms})
+            elif isinstance(e, Opened):
+                o = orders[e.oid]
+                if o.state == "pending":
+                    o.state = "open"
+                    o.dirty = True
+                res.events[o.user_id].append({"type": "order", "market": self.symbol, "order_id": o.id,
+                                              "state": "open", "filled_lots": o.filled_lots, "ts_ms": e.ts_ms})
+            elif isinstance(e, Done):
+                o = orders[e.oid]
+                apply(release_deltas(o.user_id, o.frozen_asset, o.frozen_remaining), "release", o.id)
+                o.frozen_remaining = 0
+                o.state = FINAL_STATE[e.reason]
+                o.done_reason = e.detail or e.reason.value
+                o.dirty = True
+                res.events[o.user_id].append({"type": "order", "market": self.symbol, "order_id": o.id,
+                                              "state": o.state, "filled_lots": o.filled_lots, "ts_ms": e.ts_ms})
+            elif isinstance(e, CancelRejected):
+                res.events[e.user].append({"type": "cancel_rejected", "market": self.symbol, "order_id": e.oid,
+                                           "reason": e.reason, "ts_ms": e.ts_ms})
+        if trades:
+            await conn.copy_records_to_table("trades", records=trades, columns=TRADE_COLUMNS)
+        dirty = sorted((o for o in orders.values() if o.dirty), key=lambda o: o.id)
+        if dirty:
+            await conn.execute(
+                """
+                UPDATE orders o SET frozen_remaining = d.fr, filled_lots = d.fl, filled_quote = d.fq,
+                       fee_paid = d.fee, state = d.st, done_reason = d.dr, updated_at = now()
+                FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[],
+                            $7::text[]) AS d(id, fr, fl, fq, fee, st, dr)
+                WHERE o.id = d.id
+                """,
+                [o.id for o in dirty], [o.frozen_remaining for o in dirty], [o.filled_lots for o in dirty],
+                [o.filled_quote for o in dirty], [o.fee_paid for o in dirty], [o.state for o in dirty],
+                [o.done_reason for o in dirty])
+        await copy_rows(conn, journal)
+        res.balances = await upsert_deltas(conn, aggregate(deltas))
+        await conn.execute("UPDATE settlement_offsets SET stream_id = $2, last_seq = $3 WHERE market = $1",
+                           self.symbol, last_id, fresh[-1].seq)
+        res.applied = len(fresh)
+        return res
