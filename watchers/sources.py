@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from watchers.errors import InconsistentAnswerError
+from watchers.errors import InconsistentAnswerError, WatcherConfigError
 from watchers.esplora import EsploraClient
 from watchers.ethrpc import EthRpcClient, hex_int
 from watchers.model import AssetRule, BlockHeader, BlockScan
@@ -34,16 +34,27 @@ class ChainSource(Protocol):
     async def aclose(self) -> None: ...
 
 
+def native_asset(assets: Mapping[str, AssetRule], chain: str) -> str | None:
+    """The chain's own coin among `assets`: no token contract; named like the chain if several are."""
+    natives = sorted(a.code for a in assets.values() if a.token_contract is None)
+    if len(natives) <= 1:
+        return natives[0] if natives else None
+    if chain.upper() in natives:
+        return chain.upper()
+    raise WatcherConfigError(f"several {chain} assets without a token contract ({', '.join(natives)}): "
+                             "cannot tell which is the native coin")
+
+
 class BtcSource:
     chain = "btc"
 
     def __init__(self, client: EsploraClient, *, network: str, assets: Mapping[str, AssetRule]) -> None:
-        native = [a for a in assets.values() if a.token_contract is None]
-        if len(native) != 1:
-            raise InconsistentAnswerError(f"expected one BTC asset on {network}, found {len(native)}")
+        native = native_asset(assets, "btc")
+        if native is None:
+            raise WatcherConfigError(f"no BTC asset on network {network!r} in the ledger's assets table")
         self._client = client
         self._network = network
-        self._asset = native[0].code
+        self._asset = native
         self._tx_counts: dict[str, int] = {}
 
     async def tip_height(self) -> int:
@@ -82,8 +93,8 @@ class EthSource:
 
     def __init__(self, client: EthRpcClient, *, network: str, assets: Mapping[str, AssetRule],
                  use_finalized: bool = False) -> None:
-        natives = [a.code for a in assets.values() if a.token_contract is None]
-        self._native = natives[0] if natives else None
+        # A token whose contract is not configured yet is skipped (never mistaken for ETH).
+        self._native = native_asset(assets, "eth")
         self._tokens = {a.token_contract: a.code for a in assets.values() if a.token_contract}
         self._client = client
         self._network = network

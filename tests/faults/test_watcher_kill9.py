@@ -1,0 +1,125 @@
+"""kill -9 of the watcher daemon (`python -m coffer watcher run`) at random points while 200
+deposits arrive and mature: after the last restart every deposit is credited exactly once.
+
+The deposits go to 200 users on the local Ethereum chain (auto-mine: one block per deposit,
+so credits are spread over ~200 block transactions and the kills land between and inside
+them). Checks: one ledger `deposits` row per payment, state credited, exact amount; every
+balance equals the payment and equals the sum of its journal rows (the ledger's audit rule);
+the watcher's own deposit rows all credited; the block-hash chain contiguous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+from eth_account import Account
+
+from tests.chain_fixtures import EthChain
+from tests.watchers.helpers import add_addresses, seed
+
+DEPOSITS = 200
+GWEI = 10**9
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start_daemon(db_url: str, node_url: str, start_height: int, *extra: str,
+                 log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, COFFER_DATABASE_URL=db_url, COFFER_WATCHER_POLL_S="0.05", COFFER_LOG_LEVEL="INFO",
+               PYTHONPATH=str(REPO))
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "coffer", "watcher", "run", "--chain", "eth", "--network", "regtest",
+             "--node-url", node_url, "--start-height", str(start_height), *extra],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+async def credited_count(db_url: str) -> int:
+    conn = await asyncpg.connect(db_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM deposits"))
+    finally:
+        await conn.close()
+
+
+@pytest.mark.slow
+def test_kill9_during_200_deposits_credits_each_exactly_once(eth_chain: EthChain, db_url: str,
+                                                             tmp_path: Path) -> None:
+    rng = random.Random(20261126)
+    users = list(range(1001, 1001 + DEPOSITS))
+    addresses = [str(Account.create().address) for _ in users]
+    amounts_gwei = {u: 1_000_000 + 7 * i for i, u in enumerate(users)}  # all above min_deposit, all distinct
+
+    async def prepare() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await seed(conn)
+            await add_addresses(conn, [(u, "eth", a) for u, a in zip(users, addresses, strict=True)], 5000)
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    start = eth_chain.block_number() + 1
+    txids: dict[int, str] = {}
+
+    def pay_all() -> None:
+        for user, address in zip(users, addresses, strict=True):
+            txids[user] = eth_chain.fund(address, amounts_gwei[user] * GWEI + rng.randrange(GWEI))
+
+    payer = threading.Thread(target=pay_all)
+    payer.start()
+    log = tmp_path / "watcher.log"
+    kills: list[int] = []  # credited deposits at each kill
+    try:
+        while payer.is_alive() or len(kills) < 6:
+            daemon = start_daemon(db_url, eth_chain.url, start, log=log)
+            time.sleep(rng.uniform(0.8, 3.0))
+            assert daemon.poll() is None, log.read_text()[-3000:]
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(timeout=10)
+            kills.append(asyncio.run(credited_count(db_url)))
+    finally:
+        payer.join(timeout=120)
+    assert len(txids) == DEPOSITS
+    eth_chain.mine(3)  # the last deposit reaches 3 confirmations
+    final = start_daemon(db_url, eth_chain.url, start, "--once", log=log)
+    assert final.wait(timeout=120) == 0, log.read_text()[-3000:]
+
+    async def check() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            rows = await conn.fetch("SELECT deposit_key, user_id, asset, amount, txid, state FROM deposits")
+            assert len(rows) == DEPOSITS
+            by_txid = {r["txid"]: r for r in rows}
+            for user in users:
+                row = by_txid[txids[user].lower()]
+                assert (row["user_id"], row["asset"], row["amount"], row["state"]) == (
+                    user, "ETH", amounts_gwei[user], "credited")
+            balances = {(r["user_id"], r["asset"]): int(r["available"]) for r in
+                        await conn.fetch("SELECT user_id, asset, available FROM balances")}
+            journal = {(r["user_id"], r["asset"]): int(r["s"]) for r in await conn.fetch(
+                "SELECT user_id, asset, sum(d_available) AS s FROM balance_journal GROUP BY user_id, asset")}
+            assert balances == journal
+            assert balances == {(u, "ETH"): amounts_gwei[u] for u in users}
+            statuses = await conn.fetch("SELECT status, count(*) AS n FROM watcher_deposits GROUP BY status")
+            assert {r["status"]: r["n"] for r in statuses} == {"credited": DEPOSITS}
+            heights = [r["height"] for r in await conn.fetch(
+                "SELECT height FROM watcher_blocks WHERE chain = 'eth' ORDER BY height")]
+            assert heights == list(range(start, heights[-1] + 1))
+            assert heights[-1] == eth_chain.block_number()
+        finally:
+            await conn.close()
+
+    asyncio.run(check())
+    assert len(kills) >= 6
+    # the kills were spread over the run: some before all were credited
+    assert min(kills) < DEPOSITS, kills
