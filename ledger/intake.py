@@ -180,8 +180,9 @@ class IntakeConsumer:
 
     async def step(self, block_ms: int | None = None) -> int:
         """Read one batch, process it in one transaction, forward, reply. Returns entries read."""
+        block = self.block_ms if block_ms is None else block_ms  # <= 0: do not wait (never BLOCK 0)
         resp: Any = await self.redis.xread({self.stream: self.last_id}, count=self.batch_size,
-                                           block=self.block_ms if block_ms is None else block_ms)
+                                           block=block if block > 0 else None)
         if not resp:
             return 0
         entries: list[tuple[bytes, dict[bytes, bytes]]] = resp[0][1]

@@ -90,8 +90,9 @@ class SettlementConsumer:
             self.market = (await load_markets(conn))[self.symbol]
 
     async def step(self, block_ms: int | None = None) -> int:
+        block = self.block_ms if block_ms is None else block_ms  # <= 0: do not wait (never BLOCK 0)
         resp: Any = await self.redis.xread({self.stream: self.last_id}, count=self.batch_size,
-                                           block=self.block_ms if block_ms is None else block_ms)
+                                           block=block if block > 0 else None)
         if not resp:
             return 0
         entries: list[tuple[bytes, dict[bytes, bytes]]] = resp[0][1]

@@ -44,7 +44,7 @@ class EnginePump:
         pipe = self.redis.pipeline(transaction=True)
         if events:
             pipe.xadd(keys.match_out(self.market), {BATCH_FIELD: encode_batch(events)})
-        ckpt: dict[str, Any] = {"seq": self.engine.seq, "in_id": self.last_in}
+        ckpt: dict[Any, Any] = {"seq": self.engine.seq, "in_id": self.last_in}
         ckpt.update({keys.watermark_field(s): v for s, v in self.wm.items()})
         pipe.hset(keys.checkpoint(self.market), mapping=ckpt)
         await pipe.execute()

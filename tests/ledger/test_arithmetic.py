@@ -159,7 +159,8 @@ def test_arithmetic_matches_model(seq: list[tuple[Any, ...]]) -> None:
             a.assets[oid] = frz.asset
             assert expect is not None
             model.place(oid, MM, user, side, typ, price, *expect)
-            events = engine.apply(PlaceOrder(oid, user, side, typ, price, qty, funds, tif, False, "none", 0, iid, iid))
+            events = engine.apply(PlaceOrder(oid, user, side, typ,  # type: ignore[arg-type]
+                price, qty, funds, tif, False, "none", 0, iid, iid))
             settle(a, model, events)
         elif kind == "cancel":
             if oid == 0:

@@ -10,6 +10,7 @@ from ledger.intake_protocol import (
     CancelRequest,
     PlaceOrderRequest,
     Reply,
+    Request,
     WithdrawRequest,
     decode_reply,
     decode_requests,
@@ -21,7 +22,7 @@ from ledger.intake_protocol import (
 
 
 def test_requests_round_trip_and_bad_items_are_isolated() -> None:
-    items = [
+    items: list[Request] = [
         PlaceOrderRequest("r1", "intake:reply:a", 7, "BTC-USDT", "buy", "limit", "30000.1", "0.001", None, 5,
                           client_order_id="c1"),
         CancelRequest("r2", "", 7, "BTC-USDT", 6, order_id=12),

@@ -1,0 +1,62 @@
+"""`coffer ledger run`: every intake consumer (one per shard) and settlement consumer (one per
+enabled market) in one asyncio process, stopped cleanly by SIGTERM / SIGINT.
+
+Each consumer recovers by itself from PostgreSQL or Redis outages (see their `run`). A stop
+signal sets one event; every consumer finishes the batch it is in (its transaction commits
+or rolls back as a whole) and returns; then the pool and the Redis client are closed.
+Markets added while running are picked up at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from coffer.settings import Settings
+from ledger.errors import LedgerError
+from ledger.intake import IntakeConsumer
+from ledger.repo import load_markets
+from ledger.settlement import SettlementConsumer
+
+log = logging.getLogger("ledger.service")
+READY_LINE = "ledger: consumers running"
+
+
+async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int = 5000) -> None:
+    import asyncpg
+    from redis.asyncio import Redis
+
+    db_url, redis_url = settings.database_url.get(), settings.redis_url.get()
+    if not db_url or not redis_url:
+        raise LedgerError("coffer ledger run needs COFFER_DATABASE_URL and COFFER_REDIS_URL")
+    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=settings.intake_shards + 8)
+    redis = Redis.from_url(redis_url)
+    try:
+        async with pool.acquire() as conn:
+            markets = sorted(await load_markets(conn))
+        intakes = [IntakeConsumer(pool, redis, shard=k, batch_size=batch_size)
+                   for k in range(settings.intake_shards)]
+        settlements = [SettlementConsumer(pool, redis, market=m, batch_size=batch_size) for m in markets]
+        print(f"{READY_LINE}: {len(intakes)} intake shard(s), {len(settlements)} market(s)", flush=True)
+        async with asyncio.TaskGroup() as tg:
+            for c in intakes:
+                tg.create_task(c.run(stop))
+            for s in settlements:
+                tg.create_task(s.run(stop))
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+def serve(settings: Settings) -> int:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_ledger(settings, stop)
+
+    asyncio.run(main())
+    print("ledger: stopped", flush=True)
+    return 0
