@@ -67,7 +67,19 @@ def handle(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ChainServerError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     else:
-        raise ChainServerError("the Bitcoin regtest chain is not committed yet")
+        from watchers.testchains.esplora_regtest import EsploraServer
+        from watchers.testchains.regtest_chain import RegtestChain
+
+        if args.network != "regtest":
+            raise ChainServerError(f"the Bitcoin test chain only runs regtest, not {args.network!r}")
+        if args.initial_blocks < 0:
+            raise ChainServerError("--initial-blocks must be >= 0")
+        btc = RegtestChain()
+        btc.mine(args.initial_blocks)
+        try:
+            server = EsploraServer(btc, args.host, args.port, block_time_s=args.block_time)
+        except OSError as exc:
+            raise ChainServerError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     server.start()
     print(f"ready {server.url}", flush=True)
     try:
