@@ -29,6 +29,14 @@ def register(sub: Any) -> None:
                         help="self-trade prevention mode applied to every order (default none)")
     replay.set_defaults(func=_replay)
 
+    run = cmds.add_parser("run", help="run the engine for one or more markets on Redis streams")
+    run.add_argument("--market", action="append", required=True, help="market code, e.g. BTC-USDT (repeatable)")
+    run.add_argument("--redis-url", default=None, help="default COFFER_REDIS_URL")
+    run.add_argument("--snapshot-interval", type=float, default=10.0, help="seconds between book snapshots")
+    run.add_argument("--lease-ms", type=int, default=3000, help="leader lease time-to-live in milliseconds")
+    run.add_argument("--batch", type=int, default=2000, help="max match:in entries read per XREAD")
+    run.set_defaults(func=_run)
+
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -42,3 +50,23 @@ def _replay(args: argparse.Namespace) -> int:
         write(json.dumps(event, separators=(",", ":")) + "\n")
     sys.stdout.flush()
     return 0
+
+
+def _redis_url(args: argparse.Namespace) -> str:
+    from coffer.settings import Settings
+    from matcher.errors import MatcherError
+
+    url: str = args.redis_url or Settings.from_env().redis_url.get()
+    if not url:
+        raise MatcherError("no Redis: set COFFER_REDIS_URL or pass --redis-url")
+    return url
+
+
+def _run(args: argparse.Namespace) -> int:
+    from matcher.runner import RunnerConfig, serve
+
+    config = RunnerConfig(
+        markets=tuple(args.market), redis_url=_redis_url(args), snapshot_interval_s=args.snapshot_interval,
+        lease_ms=args.lease_ms, batch=args.batch,
+    )
+    return serve(config)

@@ -1,0 +1,333 @@
+"""The stream runner: `match:in{M}` -> engine -> `match:out{M}` + checkpoint, exactly once.
+
+One asyncio task per market. A task first takes the market's lease (`match:lease{M}`, SET NX
+PX with a fencing token from INCR `match:fence{M}`, done atomically in a script); a standby
+keeps trying and takes over when the leader's lease expires. The leader then recovers: it
+loads `match:snap{M}` (engine snapshot + the input id and watermarks it matches), replays
+`match:in{M}` after the snapshot silently up to the checkpoint's input id, and checks that it
+reaches exactly the checkpoint's `seq` and watermarks.
+
+Its loop: XREAD a batch of input entries; drop every command whose intake id is not above
+its shard's watermark (re-sent batches); apply the rest; then one atomic script (the Redis
+Cluster-safe equivalent of WATCH + MULTI/EXEC, all keys under the `{M}` tag) checks that the
+lease still holds our token, that the checkpoint's `seq` is the one our state started from
+and that the last input entry we consumed still exists, and only then XADDs the events and
+HSETs the checkpoint (and renews the lease). Any refusal or Redis error throws the in-memory
+state away and goes back to lease + recovery, so a fenced-off leader, a Redis that restarted
+from an AOF missing its last second, or an ambiguous reply can never produce a gap or a
+duplicate `seq`. Every `snapshot_interval_s` the leader writes a snapshot (same fencing).
+SIGTERM/SIGINT finish the current batch, release the lease and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from matcher import keys
+from matcher.engine import Engine
+from matcher.errors import LeaseLostError, MatcherError, RecoveryError
+from matcher.protocol import BATCH_FIELD, Command, ProtocolError, decode_commands
+
+log = logging.getLogger("matcher.runner")
+
+# KEYS: lease, fence. ARGV: lease_ms, our previous token ("" if none).
+_ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur and cur == ARGV[2] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return cur
+end
+if cur then return false end
+local token = tostring(redis.call('INCR', KEYS[2]))
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+return token
+"""
+
+# KEYS: lease, out, ckpt, in. ARGV: token, lease_ms, prev_seq, prev_in_id, in_id, seq, n, payload*n, wm pairs.
+_COMMIT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local cur = redis.call('HGET', KEYS[3], 'seq') or '0'
+local cur_in = redis.call('HGET', KEYS[3], 'in_id') or '0-0'
+if cur ~= ARGV[3] or cur_in ~= ARGV[4] then return -1 end
+if ARGV[5] ~= '0-0' and #redis.call('XRANGE', KEYS[4], ARGV[5], ARGV[5]) == 0 then return -2 end
+local n = tonumber(ARGV[7])
+for i = 1, n do redis.call('XADD', KEYS[2], '*', 'b', ARGV[7 + i]) end
+local h = {'in_id', ARGV[5], 'seq', ARGV[6], 'fence', ARGV[1]}
+for i = 8 + n, #ARGV do h[#h + 1] = ARGV[i] end
+redis.call('HSET', KEYS[3], unpack(h))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: lease. ARGV: token, lease_ms.
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: lease, snap, ckpt. ARGV: token, engine bytes, in_id, wm (msgpack), seq.
+_SNAPSHOT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if (redis.call('HGET', KEYS[3], 'seq') or '0') ~= ARGV[5] then return -1 end
+redis.call('HSET', KEYS[2], 'engine', ARGV[2], 'in_id', ARGV[3], 'wm', ARGV[4], 'seq', ARGV[5])
+return 1
+"""
+
+# KEYS: lease. ARGV: token.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_SKIP_ENTRY_LOG_LIMIT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerConfig:
+    """How one runner process behaves. Times in seconds or milliseconds as named."""
+
+    markets: tuple[str, ...]
+    redis_url: str
+    snapshot_interval_s: float = 10.0
+    lease_ms: int = 3000
+    batch: int = 2000
+    block_ms: int = 100
+    out_chunk: int = 5000
+    retry_delay_s: float = 0.2
+
+
+class MarketRunner:
+    """The engine of one market, driven by its Redis streams."""
+
+    def __init__(self, redis: Any, market: str, config: RunnerConfig, stop: asyncio.Event) -> None:
+        self.r = redis
+        self.market = market
+        self.config = config
+        self.stop = stop
+        self.k_in = keys.match_in(market)
+        self.k_out = keys.match_out(market)
+        self.k_ckpt = keys.checkpoint(market)
+        self.k_snap = keys.snapshot(market)
+        self.k_lease = keys.lease(market)
+        self.k_fence = keys.fence(market)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._commit = redis.register_script(_COMMIT)
+        self._renew = redis.register_script(_RENEW)
+        self._snapshot = redis.register_script(_SNAPSHOT)
+        self._release = redis.register_script(_RELEASE)
+        self.token = ""
+        self.engine = Engine()
+        self.in_id = "0-0"
+        self.wm: dict[int, int] = {}
+        self.commits = 0
+        self.commands = 0
+        self._skipped_logged = 0
+
+    # ---- lease ------------------------------------------------------------------------
+
+    async def acquire(self) -> bool:
+        """Take (or keep) the lease; False when another runner holds it."""
+        got = await self._acquire(keys=[self.k_lease, self.k_fence], args=[self.config.lease_ms, self.token])
+        if got is None:
+            return False
+        self.token = got.decode() if isinstance(got, bytes) else str(got)
+        return True
+
+    async def release(self) -> None:
+        if self.token:
+            await self._release(keys=[self.k_lease], args=[self.token])
+
+    # ---- recovery ---------------------------------------------------------------------
+
+    def _apply_entry(self, fields: dict[bytes, bytes], rows: list[dict[str, Any]] | None) -> None:
+        raw = fields.get(BATCH_FIELD)
+        try:
+            cmds: list[Command] = decode_commands(raw) if raw is not None else []
+        except ProtocolError as exc:
+            # A poison entry is skipped the same way live and in recovery, so state stays deterministic.
+            if self._skipped_logged < _SKIP_ENTRY_LOG_LIMIT:
+                self._skipped_logged += 1
+                log.error("%s: skipping undecodable match:in entry: %s", self.market, exc)
+            return
+        wm = self.wm
+        engine = self.engine
+        for cmd in cmds:
+            shard = cmd.shard
+            if cmd.iid <= wm.get(shard, 0):
+                continue
+            wm[shard] = cmd.iid
+            if rows is None:
+                out: list[Any] = []
+                engine.execute(cmd, out)
+                engine.seq += len(out)
+            else:
+                rows.extend(engine.apply_wire(cmd))
+            self.commands += 1
+
+    async def recover(self) -> None:
+        """Rebuild the state the checkpoint describes: snapshot + silent replay up to it."""
+        ckpt = await self.r.hgetall(self.k_ckpt)
+        ck_in = ckpt.get(b"in_id", b"0-0").decode()
+        ck_seq = int(ckpt.get(b"seq", b"0"))
+        ck_wm = {int(k[3:]): int(v) for k, v in ckpt.items() if k.startswith(b"wm:")}
+        snap = await self.r.hgetall(self.k_snap)
+        self.engine, self.in_id, self.wm = Engine(), "0-0", {}
+        if snap and _id_le(snap[b"in_id"].decode(), ck_in):
+            self.engine = Engine.restore(snap[b"engine"])
+            self.in_id = snap[b"in_id"].decode()
+            self.wm = {int(k): int(v) for k, v in msgpack.unpackb(snap[b"wm"], strict_map_key=False).items()}
+        elif snap:
+            log.warning("%s: snapshot is ahead of the checkpoint; replaying from the start", self.market)
+        replayed = 0
+        while self.in_id != ck_in:
+            entries = await self.r.xrange(self.k_in, min="(" + self.in_id, max=ck_in, count=self.config.batch)
+            if not entries:
+                raise RecoveryError(f"{self.market}: match:in ends before the checkpoint's input id {ck_in}")
+            for entry_id, fields in entries:
+                self._apply_entry(fields, None)
+                self.in_id = entry_id.decode()
+                replayed += 1
+        if self.engine.seq != ck_seq or self.wm != ck_wm:
+            raise RecoveryError(
+                f"{self.market}: replay reached seq {self.engine.seq}, checkpoint says {ck_seq}: state diverged"
+            )
+        log.info("%s: recovered at seq %d, input %s (%d entries replayed)", self.market, ck_seq, ck_in, replayed)
+
+    # ---- the loop ---------------------------------------------------------------------
+
+    async def _commit_batch(self, prev_seq: int, prev_in: str, rows: list[dict[str, Any]]) -> None:
+        chunk = self.config.out_chunk
+        payloads = [msgpack.packb(rows[i:i + chunk], use_bin_type=True) for i in range(0, len(rows), chunk)]
+        wm_args: list[Any] = []
+        for shard, iid in self.wm.items():
+            wm_args += [keys.watermark_field(shard), iid]
+        res = await self._commit(
+            keys=[self.k_lease, self.k_out, self.k_ckpt, self.k_in],
+            args=[self.token, self.config.lease_ms, prev_seq, prev_in, self.in_id, self.engine.seq, len(payloads),
+                  *payloads, *wm_args],
+        )
+        if res == 0:
+            raise LeaseLostError(f"{self.market}: lease lost (token {self.token} fenced off)")
+        if res != 1:
+            raise RecoveryError(f"{self.market}: checkpoint in Redis is not the one our state started from ({res})")
+        self.commits += 1
+
+    async def _write_snapshot(self) -> None:
+        res = await self._snapshot(
+            keys=[self.k_lease, self.k_snap, self.k_ckpt],
+            args=[self.token, self.engine.snapshot(), self.in_id, msgpack.packb(self.wm), self.engine.seq],
+        )
+        if res != 1:
+            raise LeaseLostError(f"{self.market}: snapshot refused ({res})")
+
+    async def lead(self) -> None:
+        """Process input while we hold the lease; returns on stop, raises when fenced off."""
+        await self.recover()
+        last_snap = time.monotonic()
+        last_renew = time.monotonic()
+        renew_every = self.config.lease_ms / 3000
+        while not self.stop.is_set():
+            reply = await self.r.xread({self.k_in: self.in_id}, count=self.config.batch, block=self.config.block_ms)
+            now = time.monotonic()
+            if not reply:
+                if now - last_renew >= renew_every:
+                    if not await self._renew(keys=[self.k_lease], args=[self.token, self.config.lease_ms]):
+                        raise LeaseLostError(f"{self.market}: lease lost while idle")
+                    last_renew = now
+                continue
+            prev_seq, prev_in = self.engine.seq, self.in_id
+            rows: list[dict[str, Any]] = []
+            for entry_id, fields in reply[0][1]:
+                self._apply_entry(fields, rows)
+                self.in_id = entry_id.decode()
+            await self._commit_batch(prev_seq, prev_in, rows)
+            last_renew = now
+            if now - last_snap >= self.config.snapshot_interval_s:
+                await self._write_snapshot()
+                last_snap = now
+        if self.commits:
+            await self._write_snapshot()  # a clean stop leaves a fresh snapshot: fast restart
+
+    async def run(self) -> None:
+        """Standby until we get the lease, then lead; after any fault start over from Redis."""
+        import redis.exceptions as rexc
+
+        waiting_logged = False
+        while not self.stop.is_set():
+            try:
+                if not await self.acquire():
+                    if not waiting_logged:
+                        log.info("%s: standby, another runner holds the lease", self.market)
+                        waiting_logged = True
+                    await _sleep_or_stop(self.stop, self.config.lease_ms / 4000)
+                    continue
+                waiting_logged = False
+                log.info("%s: leader with fencing token %s", self.market, self.token)
+                await self.lead()
+            except (LeaseLostError, RecoveryError) as exc:
+                log.warning("%s", exc)
+                if isinstance(exc, LeaseLostError):
+                    self.token = ""
+                await _sleep_or_stop(self.stop, self.config.retry_delay_s)
+            except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError) as exc:
+                log.warning("%s: Redis unavailable (%s); will recover from Redis", self.market, exc)
+                await _sleep_or_stop(self.stop, self.config.retry_delay_s)
+        with contextlib.suppress(rexc.ConnectionError, rexc.TimeoutError, OSError):
+            await self.release()
+
+
+def _id_le(a: str, b: str) -> bool:
+    """Stream id order: `a <= b`."""
+    ams, _, aseq = a.partition("-")
+    bms, _, bseq = b.partition("-")
+    return (int(ams), int(aseq or 0)) <= (int(bms), int(bseq or 0))
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    except TimeoutError:
+        pass
+
+
+async def run_markets(config: RunnerConfig, stop: asyncio.Event) -> None:
+    """Run every market of `config` until `stop` is set."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    client = aioredis.Redis.from_url(config.redis_url, retry=Retry(NoBackoff(), 0),
+                                     socket_timeout=max(5.0, config.block_ms / 1000 + 5), socket_connect_timeout=2)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for market in config.markets:
+                tg.create_task(MarketRunner(client, market, config, stop).run())
+    finally:
+        await client.aclose()
+
+
+def serve(config: RunnerConfig) -> int:
+    """Entry point of `coffer matcher run`: runs until SIGTERM/SIGINT, then exits 0."""
+    if not config.markets:
+        raise MatcherError("give at least one --market")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_markets(config, stop)
+
+    asyncio.run(main())
+    return 0
