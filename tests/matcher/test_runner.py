@@ -99,7 +99,7 @@ async def test_fenced_leader_cannot_write(redis_url: str) -> None:
         await r.delete(keys.lease(M))
         assert await standby.acquire()
         assert int(standby.token) > int(leader.token)
-        entries = await r.xrange(keys.match_in(M))
+        entries: Any = await r.xrange(keys.match_in(M))
         rows: list[dict[str, Any]] = []
         prev_seq, prev_in = leader.engine.seq, leader.in_id
         for entry_id, fields in entries:
