@@ -1,0 +1,187 @@
+"""The watcher on the local Bitcoin regtest Esplora chain: deposits credited at N confirmations,
+dust and unknown addresses, reorg before the threshold, reorg after the credit (reversal +
+alert), and an Esplora host answering 429 / 503 for a while without any block being skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import coincurve
+import pytest
+
+from tests.chain_fixtures import BtcChain
+from tests.watchers.helpers import (
+    add_addresses,
+    available,
+    deposit_row,
+    in_thread,
+    ledger_deposits,
+    seed,
+    watcher,
+)
+from wallet.addresses import p2wpkh_address
+from watchers.retry import RetryPolicy
+
+FAST_RETRY = RetryPolicy(base_delay_s=0.005, max_delay_s=0.05, timeout_s=10.0)
+
+
+def new_address() -> str:
+    return p2wpkh_address(coincurve.PrivateKey().public_key.format(compressed=True), "regtest")
+
+
+@pytest.fixture(scope="module")
+def btc_start(btc_chain: BtcChain, db_url: str) -> int:
+    async def prepare() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await seed(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    return btc_chain.tip_height() + 1
+
+
+@pytest.mark.asyncio
+async def test_btc_deposits_credited_after_confirmations(btc_chain: BtcChain, db_url: str, btc_start: int) -> None:
+    alice, alice2, bob, stranger = new_address(), new_address(), new_address(), new_address()
+    conn = await asyncpg.connect(db_url)
+    try:
+        await add_addresses(conn, [(201, "btc", alice), (201, "btc", alice2), (202, "btc", bob)], first_index=0)
+        async with watcher(db_url, "btc", btc_chain.url, btc_start, retry=FAST_RETRY) as w:
+            tx_a = await in_thread(btc_chain.faucet, alice, 150_000)
+            tx_a2 = await in_thread(btc_chain.faucet, alice2, 25_000)
+            tx_dust = await in_thread(btc_chain.faucet, bob, 9_999)  # below min_deposit 10,000 sat
+            tx_unknown = await in_thread(btc_chain.faucet, stranger, 500_000)
+            await in_thread(btc_chain.mine, 1)
+            await w.run_once()
+            row = await deposit_row(conn, tx_a)
+            assert (row["status"], row["confirmations"], row["asset"], row["user_id"]) == ("confirming", 1, "BTC", 201)
+            assert row["deposit_key"] == f"btc:regtest:{tx_a}:{row['output_index']}"
+            assert (await deposit_row(conn, tx_dust))["status"] == "dust"
+            assert await conn.fetchval("SELECT count(*) FROM watcher_observations WHERE txid = $1", tx_unknown) == 0
+            assert await available(conn, 201, "BTC") == 0
+            await in_thread(btc_chain.mine, 1)  # demo BTC needs 2 confirmations
+            await w.run_once()
+            await w.run_once()
+            assert await available(conn, 201, "BTC") == 175_000
+            assert await available(conn, 202, "BTC") == 0
+            for txid in (tx_a, tx_a2):
+                assert [r["state"] for r in await ledger_deposits(conn, txid)] == ["credited"]
+            assert await ledger_deposits(conn, tx_dust) == []
+            assert (await deposit_row(conn, tx_dust))["status"] == "dust"
+    finally:
+        await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_btc_reorg_before_threshold_then_credited_once(btc_chain: BtcChain, db_url: str,
+                                                             btc_start: int) -> None:
+    carol = new_address()
+    conn = await asyncpg.connect(db_url)
+    try:
+        await add_addresses(conn, [(203, "btc", carol)], first_index=10)
+        async with watcher(db_url, "btc", btc_chain.url, btc_start, retry=FAST_RETRY) as w:
+            txid = await in_thread(btc_chain.faucet, carol, 300_000)
+            await in_thread(btc_chain.mine, 1)
+            await w.run_once()
+            first = await deposit_row(conn, txid)
+            assert (first["status"], first["confirmations"]) == ("confirming", 1)
+            # The deposit's block is replaced and the tx left out: orphaned, then dropped.
+            await in_thread(btc_chain.reorg, 1, 2, [txid])
+            await w.run_once()
+            assert (await deposit_row(conn, txid))["status"] == "dropped"
+            assert await available(conn, 203, "BTC") == 0
+            assert w.progress.reorgs >= 1
+    finally:
+        await conn.close()
+    # A second payment, re-mined by a reorg of equal length: found again in the new block.
+    dave = new_address()
+    conn = await asyncpg.connect(db_url)
+    try:
+        await add_addresses(conn, [(204, "btc", dave)], first_index=11)
+        async with watcher(db_url, "btc", btc_chain.url, btc_start, retry=FAST_RETRY) as w:
+            txid = await in_thread(btc_chain.faucet, dave, 400_000)
+            await in_thread(btc_chain.mine, 1)
+            await w.run_once()
+            first = await deposit_row(conn, txid)
+            await in_thread(btc_chain.reorg, 1, 1)  # same height, new block, tx mined again
+            await w.run_once()
+            again = await deposit_row(conn, txid)
+            assert again["status"] == "confirming" and again["block_hash"] != first["block_hash"]
+            assert again["confirmations"] == 1
+            assert await available(conn, 204, "BTC") == 0
+            await in_thread(btc_chain.mine, 1)
+            await w.run_once()
+            assert await available(conn, 204, "BTC") == 400_000
+            assert len(await ledger_deposits(conn, txid)) == 1
+            hashes = {r["block_hash"] for r in await conn.fetch(
+                "SELECT block_hash FROM watcher_observations WHERE txid = $1", txid)}
+            assert hashes == {first["block_hash"], again["block_hash"]}
+    finally:
+        await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_btc_reorg_after_credit_reverses_and_alerts(btc_chain: BtcChain, db_url: str, btc_start: int,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    erin = new_address()
+    conn = await asyncpg.connect(db_url)
+    try:
+        await add_addresses(conn, [(205, "btc", erin)], first_index=20)
+        async with watcher(db_url, "btc", btc_chain.url, btc_start, retry=FAST_RETRY) as w:
+            txid = await in_thread(btc_chain.faucet, erin, 1_000_000)
+            await in_thread(btc_chain.mine, 2)
+            await w.run_once()
+            assert await available(conn, 205, "BTC") == 1_000_000
+            with caplog.at_level(logging.ERROR, logger="watchers"):
+                await in_thread(btc_chain.reorg, 3, 4, [txid])
+                await w.run_once()
+            row = await deposit_row(conn, txid)
+            assert row["status"] == "reversed"
+            assert await available(conn, 205, "BTC") == 0
+            assert [r["state"] for r in await ledger_deposits(conn, txid)] == ["reversed"]
+            kinds = [r["kind"] for r in await conn.fetch(
+                "SELECT kind FROM watcher_alerts WHERE deposit_key = $1", row["deposit_key"])]
+            assert kinds == ["deposit_reversed"]
+            assert any(r.levelno == logging.ERROR and txid in r.getMessage() for r in caplog.records)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_rate_limited_esplora_skips_no_block(btc_chain: BtcChain, db_url: str, btc_start: int,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    users = [(210 + i, new_address()) for i in range(6)]
+    conn = await asyncpg.connect(db_url)
+    try:
+        await add_addresses(conn, [(u, "btc", a) for u, a in users], first_index=30)
+        async with watcher(db_url, "btc", btc_chain.url, btc_start, retry=FAST_RETRY) as w:
+            await w.run_once()
+            before = await conn.fetchval("SELECT height FROM watcher_cursors WHERE chain = 'btc'")
+            txids = {}
+            for user, address in users:  # one deposit per block, 6 blocks, then 2 more on top
+                txids[user] = await in_thread(btc_chain.faucet, address, 50_000 + user)
+                await in_thread(btc_chain.mine, 1)
+            await in_thread(btc_chain.mine, 2)
+            await in_thread(btc_chain.faults, 60, 429)
+            with caplog.at_level(logging.WARNING, logger="watchers"):
+                await w.run_once()
+                await in_thread(btc_chain.faults, 15, 503)
+                await in_thread(btc_chain.mine, 1)
+                await w.run_once()
+            retried = [r for r in caplog.records if "HTTP 429" in r.getMessage() or "HTTP 503" in r.getMessage()]
+            assert len(retried) >= 60  # every fault was met and retried
+            tip = btc_chain.tip_height()
+            ours = {int(r["height"]): r["block_hash"] for r in await conn.fetch(
+                "SELECT height, block_hash FROM watcher_blocks WHERE chain = 'btc' AND height > $1", before)}
+            assert sorted(ours) == list(range(before + 1, tip + 1))  # contiguous: no block skipped
+            for height in range(before + 1, tip + 1):
+                assert ours[height] == btc_chain.get(f"/block-height/{height}").text
+            for user, _ in users:
+                assert await available(conn, user, "BTC") == 50_000 + user
+                assert len(await ledger_deposits(conn, txids[user])) == 1
+    finally:
+        await conn.close()
