@@ -38,14 +38,8 @@ CREATE UNIQUE INDEX deposit_addresses_current ON deposit_addresses (user_id, acc
 CREATE INDEX deposit_addresses_user ON deposit_addresses (user_id);
 CREATE INDEX deposit_addresses_chain_xid ON deposit_addresses (chain, network, created_xid);
 -- Ethereum addresses are stored EIP-55 checksummed and matched case-insensitively.
-CREATE INDEX deposit_addresses_lower ON deposit_addresses (chain, network, lower(address));
+CREATE INDEX deposit_addresses_lower ON deposit_addresses (lower(address));
 
--- The ledger's users table (migrations 0100+) is referenced when it exists.
-DO $$
-BEGIN
-    IF to_regclass('users') IS NOT NULL THEN
-        ALTER TABLE deposit_addresses
-            ADD CONSTRAINT deposit_addresses_user_fk FOREIGN KEY (user_id) REFERENCES users (id);
-    END IF;
-END
-$$;
+-- The ledger's users table (migration 0100) comes first in the global order.
+ALTER TABLE deposit_addresses
+    ADD CONSTRAINT deposit_addresses_user_fk FOREIGN KEY (user_id) REFERENCES users (id);
