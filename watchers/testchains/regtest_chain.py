@@ -217,11 +217,12 @@ class RegtestChain:
         return pool, confirmed
 
     def address_utxos(self, script: bytes) -> list[tuple[str, int, Utxo]]:
+        pool_spends = self._mempool_spends()
         out = [(t, v, u) for (t, v), u in self.state.utxos.items()
-               if u.script == script and (t, v) not in self._mempool_spends()]
+               if u.script == script and (t, v) not in pool_spends]
         for txid, tx in self.mempool.items():
             for vout, txout in enumerate(tx.vout):
-                if bytes(txout.script_pubkey.data) == script and (txid, vout) not in self._mempool_spends():
+                if bytes(txout.script_pubkey.data) == script and (txid, vout) not in pool_spends:
                     out.append((txid, vout, Utxo(txout.value, script, None, False)))
         return out
 
