@@ -26,7 +26,8 @@ async def add_market(conn: asyncpg.Connection, *, maker_bps: int = 10, taker_bps
     symbol = f"P{next(_market_counter)}-{id(conn) % 100000}"
     await conn.execute(
         "INSERT INTO markets (symbol, base, quote, tick, lot, base_units_per_lot, quote_units_per_tick_lot, "
-        "min_notional, maker_fee_bps, taker_fee_bps) VALUES ($1, 'BTC', 'USDT', '1', '0.001', 100000, 1000, $2, $3, $4)",
+        "min_notional, maker_fee_bps, taker_fee_bps) "
+        "VALUES ($1, 'BTC', 'USDT', '1', '0.001', 100000, 1000, $2, $3, $4)",
         symbol, min_notional, maker_bps, taker_bps)
     return symbol
 

@@ -34,10 +34,11 @@ _users = itertools.count(1000, 10)
 MM = MMarket("BTC", "USDT", 100_000, 1_000, 5_000, 10, 20)
 
 limit_op = st.tuples(st.just("limit"), st.integers(0, 2), st.sampled_from(["buy", "sell"]), st.integers(8, 12),
-                     st.integers(1, 40), st.sampled_from(["GTC", "GTC", "IOC"]))
+                     st.integers(1, 40), st.sampled_from(["GTC", "GTC", "GTC", "IOC"]))
+# weights: limit orders 6 of 14, every other kind 1 each
 ops = st.lists(
     st.one_of(
-        limit_op, limit_op, limit_op,
+        st.integers(0, 5).flatmap(lambda _: limit_op),
         st.tuples(st.just("mbuy"), st.integers(0, 2), st.integers(1, 300)),
         st.tuples(st.just("msell"), st.integers(0, 2), st.integers(1, 30)),
         st.tuples(st.just("cancel"), st.integers(0, 30)),
@@ -46,8 +47,9 @@ ops = st.lists(
         st.tuples(st.just("reverse"), st.integers(0, 10)),
         st.tuples(st.just("withdraw"), st.integers(0, 2), st.integers(20_000, 2_000_000)),
         st.tuples(st.just("wd_end"), st.integers(0, 10), st.booleans()),
+        limit_op,
     ),
-    min_size=5, max_size=30,
+    min_size=15, max_size=40,
 )
 
 
@@ -66,7 +68,7 @@ def seeded(db_url: str) -> str:
 
 
 @pytest.mark.slow
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(seq=ops)
 def test_consumers_match_model(seeded: str, redis_server: RedisServer, seq: list[tuple[Any, ...]]) -> None:
@@ -102,7 +104,7 @@ async def _run(db_url: str, redis_url: str, seq: list[tuple[Any, ...]]) -> None:
 
         for u in users:
             await deposit(u, "BTC", 5_000_000)
-            await deposit(u, "USDT", 300_000)
+            await deposit(u, "USDT", 3_000_000)
         for i, op in enumerate(seq):
             kind = op[0]
             if kind in ("limit", "mbuy", "msell"):
@@ -141,7 +143,9 @@ async def _run(db_url: str, redis_url: str, seq: list[tuple[Any, ...]]) -> None:
             elif kind == "deposit":
                 await deposit(users[op[1]], op[2], op[3])
             elif kind == "reverse":
-                live = [d for d in deposits if d[0] not in reversed_keys]
+                live = [d for d in deposits[2 * len(users):] if d[0] not in reversed_keys]  # not the funding
+                if not live:
+                    continue
                 key, user, asset, amount = live[op[1] % len(live)]
                 async with pool.acquire() as conn, conn.transaction():
                     assert await reverse_deposit(conn, deposit_key=key, reason="test reorg")
