@@ -9,6 +9,7 @@ version requires (v0: bech32, v1+: bech32m), case, length and program size, and 
 from __future__ import annotations
 
 from enum import Enum
+from functools import lru_cache
 
 from wallet.errors import InvalidAddressError
 
@@ -52,9 +53,30 @@ def _hrp_expand(hrp: str) -> list[int]:
     return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
 
 
+@lru_cache(maxsize=8)
+def _hrp_state(hrp: str) -> int:
+    """Polymod state after the expanded hrp: computed once per hrp (addresses share it)."""
+    return _polymod(_hrp_expand(hrp))
+
+
 def _checksum(hrp: str, data: list[int], variant: Variant) -> list[int]:
-    polymod = _polymod(_hrp_expand(hrp) + data + [0] * 6) ^ variant.value
+    chk = _hrp_state(hrp)
+    table = _TABLE
+    for value in data:
+        chk = (((chk & 0x1FFFFFF) << 5) ^ value) ^ table[chk >> 25]
+    for _ in range(6):
+        chk = ((chk & 0x1FFFFFF) << 5) ^ table[chk >> 25]
+    polymod = chk ^ variant.value
     return [(polymod >> (5 * (5 - i))) & 31 for i in range(6)]
+
+
+def _to_5bit(data: bytes) -> list[int]:
+    """8 -> 5 bit regrouping with zero padding, via one big integer (encoding fast path)."""
+    bits = len(data) * 8
+    pad = -bits % 5
+    value = int.from_bytes(data, "big") << pad
+    count = (bits + pad) // 5
+    return [(value >> (5 * (count - 1 - i))) & 31 for i in range(count)]
 
 
 def convertbits(data: bytes | list[int], frombits: int, tobits: int, pad: bool) -> list[int]:
@@ -118,7 +140,7 @@ def encode_segwit(hrp: str, witness_version: int, program: bytes) -> str:
     if not 0 <= witness_version <= 16:
         raise InvalidAddressError(f"witness version {witness_version} is out of range 0..16")
     variant = Variant.BECH32 if witness_version == 0 else Variant.BECH32M
-    return bech32_encode(hrp, [witness_version, *convertbits(program, 8, 5, True)], variant)
+    return bech32_encode(hrp, [witness_version, *_to_5bit(program)], variant)
 
 
 def decode_segwit(address: str) -> tuple[str, int, bytes]:
