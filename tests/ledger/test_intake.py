@@ -1,0 +1,194 @@
+"""The intake consumer: rejections with reasons (nothing frozen), duplicate client_order_id,
+replies on the API's channel, re-send of the last committed batch, re-forward above the
+engine watermark after a Redis loss."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from ledger.deposits import credit_deposit, reverse_deposit
+from ledger.intake import IntakeConsumer
+from ledger.intake_protocol import (
+    BATCH_FIELD,
+    CancelAllRequest,
+    CancelRequest,
+    PlaceOrderRequest,
+    Reply,
+    WithdrawRequest,
+    decode_reply,
+    decode_requests,
+    encode_requests,
+    intake_stream,
+    reply_channel,
+)
+from matcher import keys
+from matcher.protocol import CancelOrder, PlaceOrder, decode_commands
+from tests.ledger.flow import BTC_REGTEST_ADDRESS, Pipeline, add_market
+
+CH = reply_channel("test")
+
+
+async def _setup(db_url: str) -> tuple[asyncpg.Pool, str]:
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("INSERT INTO assets VALUES ('BTC','btc','regtest',8,8,NULL,2,10000,10000,20000) "
+                           "ON CONFLICT DO NOTHING")
+        await conn.execute("INSERT INTO assets VALUES ('USDT','eth','regtest',6,6,NULL,3,1,1000000,2000000) "
+                           "ON CONFLICT DO NOTHING")
+        symbol = await add_market(conn, min_notional=50_000)
+        await conn.execute("INSERT INTO users (id) VALUES (1), (2) ON CONFLICT DO NOTHING")
+        for k, (u, a, amt) in enumerate([(1, "USDT", 1_000_000), (2, "BTC", 1_000_000)]):
+            await credit_deposit(conn, deposit_key=f"{symbol}{k}", user_id=u, asset=a, amount=amt, txid="t",
+                                 output_index=k)
+    return pool, symbol
+
+
+async def _collect(pubsub: Any, n: int) -> list[Reply]:
+    out: list[Reply] = []
+    async with asyncio.timeout(10):
+        while len(out) < n:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if msg is not None:
+                out.append(decode_reply(msg["data"]))
+    return out
+
+
+async def _balance(pool: asyncpg.Pool, user: int, asset: str) -> tuple[int, int]:
+    row = await pool.fetchrow("SELECT available, frozen FROM balances WHERE user_id=$1 AND asset=$2", user, asset)
+    return (0, 0) if row is None else (row["available"], row["frozen"])
+
+
+@pytest.mark.asyncio
+async def test_rejections_duplicates_and_replies(db_url: str, redis_url: str) -> None:
+    pool, m = await _setup(db_url)
+    redis = Redis.from_url(redis_url)
+    pubsub = redis.pubsub()
+    try:
+        await pubsub.subscribe(CH)
+        flow = Pipeline(pool, redis, [m], shards=1)
+        await flow.start()
+
+        def place(rid: str, user: int, side: str, price: str | None, qty: str | None, coid: str | None = None,
+                  market: str = m, funds: str | None = None) -> PlaceOrderRequest:
+            typ = "limit" if price is not None else "market"
+            return PlaceOrderRequest(rid, CH, user, market, side, typ, price, qty, funds, 1,  # type: ignore[arg-type]
+                                     client_order_id=coid)
+
+        reqs: list[Any] = [
+            place("unknown-market", 1, "buy", "10", "0.01", market="NOPE-X"),
+            place("unknown-user", 99, "buy", "10", "0.01"),
+            place("off-tick", 1, "buy", "10.5", "0.01"),
+            place("off-lot", 1, "buy", "10", "0.0105"),
+            place("min-notional", 1, "buy", "10", "0.004"),  # 10 * 4 * 1000 = 40000 < 50000
+            place("insufficient", 1, "buy", "1000", "1"),  # needs 1e9 USDT units
+            place("market-buy-qty", 1, "buy", None, "0.01"),
+            place("ok", 1, "buy", "10", "0.02", coid="A"),  # freezes 10 * 20 * 1000 = 200000
+            place("dup", 1, "buy", "11", "0.03", coid="A"),
+            CancelRequest("cancel-unknown", CH, 1, m, 1, order_id=987654),
+            WithdrawRequest("bad-address", CH, 2, "BTC", "0.001", "bc1notanaddress", 1),
+            WithdrawRequest("too-small", CH, 2, "BTC", "0.0001", BTC_REGTEST_ADDRESS, 1),
+        ]
+        await flow.send(0, reqs)
+        await flow.intakes[0].step(block_ms=0)
+        replies = {r.rid: r for r in await _collect(pubsub, len(reqs))}
+        expect_reason = {
+            "unknown-market": "unknown market", "unknown-user": "unknown user", "off-tick": "not a multiple of 1",
+            "off-lot": "not a multiple of 0.001", "min-notional": "below the minimum notional",
+            "insufficient": "insufficient available USDT", "market-buy-qty": "market buy needs positive funds",
+            "cancel-unknown": "unknown order", "bad-address": "invalid address",
+            "too-small": "below the minimum withdrawal",
+        }
+        for rid, words in expect_reason.items():
+            assert not replies[rid].ok and replies[rid].state == "rejected", rid
+            assert words in replies[rid].reason, (rid, replies[rid].reason)
+        ok, dup = replies["ok"], replies["dup"]
+        assert ok.ok and ok.state == "pending" and ok.order_id is not None
+        assert dup.ok and dup.duplicate and dup.order_id == ok.order_id
+        assert await _balance(pool, 1, "USDT") == (800_000, 200_000)
+        assert await pool.fetchval("SELECT count(*) FROM orders WHERE user_id = 1") == 1
+        # forwarded exactly one PlaceOrder with shard/iid
+        raw: Any = await redis.xrange(keys.match_in(m))
+        cmds = [c for _id, f in raw for c in decode_commands(f[b"b"])]
+        assert len(cmds) == 1 and isinstance(cmds[0], PlaceOrder) and cmds[0].iid == 1 and cmds[0].shard == 0
+        # a duplicate arriving in a LATER batch also returns the original
+        await flow.send(0, [place("dup2", 1, "buy", "12", "0.05", coid="A")])
+        await flow.intakes[0].step(block_ms=0)
+        (dup2,) = await _collect(pubsub, 1)
+        assert dup2.duplicate and dup2.order_id == ok.order_id
+        # cancel-all forwards a cancel; after settlement the hold is released
+        await flow.send(0, [CancelAllRequest("ca", CH, 1, 2, market=m)])
+        await flow.drain()
+        (ca,) = await _collect(pubsub, 1)
+        assert ca.ok and ca.canceled == 1
+        assert await _balance(pool, 1, "USDT") == (1_000_000, 0)
+        # a reversal that leaves BTC negative blocks the user's orders and withdrawals
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("UPDATE balances SET available = available - 999000 WHERE user_id=2 AND asset='BTC'")
+            await conn.execute("INSERT INTO balance_journal (user_id, asset, d_available, d_frozen, kind, ref_id) "
+                               "VALUES (2, 'BTC', -999000, 0, 'test_spend', 0)")
+            await conn.execute("INSERT INTO users (id) VALUES (3) ON CONFLICT DO NOTHING")
+            await credit_deposit(conn, deposit_key=f"{m}x", user_id=2, asset="USDT", amount=5_000_000, txid="t",
+                                 output_index=9)
+            await credit_deposit(conn, deposit_key=f"{m}y", user_id=2, asset="BTC", amount=10_000, txid="t",
+                                 output_index=10)
+            assert await reverse_deposit(conn, deposit_key=f"{m}1", reason="reorg")
+        assert (await _balance(pool, 2, "BTC"))[0] < 0
+        await flow.send(0, [place("neg", 2, "buy", "10", "0.01"),
+                            WithdrawRequest("neg-wd", CH, 2, "USDT", "3", "0x" + "11" * 20, 3)])
+        await flow.intakes[0].step(block_ms=0)
+        neg = {r.rid: r for r in await _collect(pubsub, 2)}
+        assert all(not r.ok and "negative" in r.reason for r in neg.values()), neg
+        assert await _balance(pool, 2, "USDT") == (5_000_000, 0)
+    finally:
+        await pubsub.aclose()
+        await redis.aclose()
+        await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_restart_resends_last_batch_and_reforwards_above_watermark(db_url: str, redis_url: str) -> None:
+    pool, m = await _setup(db_url)
+    redis = Redis.from_url(redis_url)
+    try:
+        first = IntakeConsumer(pool, redis, shard=1)
+        await first.start()
+        reqs = [PlaceOrderRequest(f"q{i}", "", 1, m, "buy", "limit", "10", "0.01", None, i) for i in range(3)]
+        await redis.xadd(intake_stream(1), {BATCH_FIELD: encode_requests(reqs)})
+        # commit the batch but "crash" before forwarding: run process() ourselves
+        resp: Any = await redis.xread({intake_stream(1): "0-0"})
+        entries = resp[0][1]
+        requests: list[Any] = [r for _e, f in entries for r in decode_requests(f[b"b"])]
+        async with pool.acquire() as conn, conn.transaction():
+            await first.process(conn, requests, entries[-1][0].decode())
+        assert await redis.exists(keys.match_in(m)) == 0
+        second = IntakeConsumer(pool, redis, shard=1)
+        await second.start()  # re-sends the last committed batch
+        raw: Any = await redis.xrange(keys.match_in(m))
+        iids = [c.iid for _id, f in raw for c in decode_commands(f[b"b"])]
+        assert sorted(set(iids)) == [1, 2, 3]
+        assert second.last_id == entries[-1][0].decode()
+        assert await second.step(block_ms=0) == 0  # the committed entries are not processed again
+        assert await pool.fetchval("SELECT count(*) FROM orders WHERE market=$1", m) == 3
+        # Redis loses match:in; the engine's checkpoint says it accepted iid 1 of shard 1
+        await redis.delete(keys.match_in(m))
+        await redis.hset(keys.checkpoint(m), keys.watermark_field(1), 1)  # type: ignore[misc]
+        oid3 = await pool.fetchval("SELECT id FROM orders WHERE market=$1 AND iid=3", m)
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("INSERT INTO cancel_requests VALUES (1, 4, $1, $2, 1, 9)", m, oid3)
+            await conn.execute("UPDATE intake_offsets SET last_iid = 4, batch_first_iid = 4 WHERE shard = 1")
+        third = IntakeConsumer(pool, redis, shard=1)
+        await third.start()
+        raw = await redis.xrange(keys.match_in(m))
+        cmds = [c for _id, f in raw for c in decode_commands(f[b"b"])]
+        # last batch (the cancel, iid 4) + every live command above the watermark (2, 3, 4), in iid order
+        above = [c for c in cmds if not (isinstance(c, CancelOrder) and c is cmds[0])]
+        assert [c.iid for c in cmds][-3:] == [2, 3, 4]
+        assert all(c.iid > 1 for c in above)
+    finally:
+        await redis.aclose()
+        await pool.close()
