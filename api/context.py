@@ -10,6 +10,8 @@ environment variables:
 - `COFFER_API_WS_QUEUE`            messages buffered per WebSocket client before it is dropped
                                    (default 1000)
 - `COFFER_API_WS_HEARTBEAT_S`      seconds between server pings on a WebSocket (default 15)
+- `COFFER_WALLET_CONFIG`           the wallet's deposit-address config (xpubs); without it
+                                   `GET /deposit-address` answers 503
 
 `TradingContext` holds what the lifespan creates (asyncpg pool, Redis client, key cache,
 authenticator, market cache) and closes it again. The app is stateless between requests;
@@ -24,7 +26,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from api.auth import Authenticator
 from api.errors import UnavailableError
@@ -32,6 +34,9 @@ from api.keystore import KeyCache
 from api.markets import MarketInfo, load_markets
 from api.secretbox import load_master_key
 from coffer.settings import Settings
+
+if TYPE_CHECKING:
+    from wallet.config import WalletConfig
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -62,6 +67,7 @@ class TradingConfig:
     ws_queue_max: int = 1_000
     ws_heartbeat_s: int = 15
     instance: str = ""
+    wallet: WalletConfig | None = None
 
     def __repr__(self) -> str:
         from coffer.settings import mask_url
@@ -74,6 +80,11 @@ class TradingConfig:
         from coffer.errors import SettingsError
 
         env = os.environ if environ is None else environ
+        wallet = None
+        if env.get("COFFER_WALLET_CONFIG"):
+            from wallet.config import load_config
+
+            wallet = load_config(environ=env)
         if not settings.database_url.get() or not settings.redis_url.get():
             raise SettingsError("the trading API needs COFFER_DATABASE_URL and COFFER_REDIS_URL")
         return cls(
@@ -84,6 +95,7 @@ class TradingConfig:
             order_wait_ms=_env_int(env, "COFFER_API_ORDER_WAIT_MS", 2_000),
             ws_queue_max=_env_int(env, "COFFER_API_WS_QUEUE", 1_000),
             ws_heartbeat_s=_env_int(env, "COFFER_API_WS_HEARTBEAT_S", 15),
+            wallet=wallet,
         )
 
 

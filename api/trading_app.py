@@ -261,6 +261,10 @@ def _private_routes(app: FastAPI) -> None:
         )
         return [deposit_view(r, int(r["ledger_decimals"])) for r in rows]
 
+    from api.deposit_address import add_deposit_address_route
+
+    add_deposit_address_route(app, authenticate)
+
 
 
 def serve(args: argparse.Namespace) -> int:
