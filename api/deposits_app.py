@@ -10,8 +10,9 @@ Every request needs `Authorization: Bearer <COFFER_SERVICE_TOKEN>` (compared wit
 hmac.compare_digest; no token configured = every request refused) else 401. Bad input,
 unknown assets and users that are not in the ledger's `users` table give 422 with a body
 `{"error": code, "field": field-or-null, "reason": words}`. Addresses come from account
-xpubs only (wallet config, COFFER_WALLET_CONFIG, see wallet/config.py); this host never
-holds a private key. The asyncpg pool lives in the app's lifespan.
+xpubs only (wallet config: the file named by COFFER_WALLET_CONFIG, else
+<COFFER_DATA_DIR>/wallet.json; format in wallet/config.py); this host never holds a private
+key. The asyncpg pool lives in the app's lifespan. OpenAPI docs at /docs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -137,7 +139,7 @@ def create_app(config: DepositApiConfig) -> FastAPI:
         finally:
             await pool.close()
 
-    app = FastAPI(title="Coffer deposit-address API", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="Coffer deposit-address API", version="1", lifespan=lifespan, redoc_url=None)
 
     @app.exception_handler(_Problem)
     async def problem_handler(request: Request, exc: _Problem) -> JSONResponse:
@@ -207,11 +209,13 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from coffer.settings import Settings
-    from wallet.config import load_config
+    from wallet.config import ENV_VAR, load_config
     from wallet.errors import ConfigError
 
     settings = Settings.from_env()
-    wallet = load_config()
+    # COFFER_WALLET_CONFIG, else <COFFER_DATA_DIR>/wallet.json (where `coffer up` keeps its files).
+    fallback = settings.data_dir / "wallet.json"
+    wallet = load_config(None if os.environ.get(ENV_VAR) or not fallback.exists() else fallback)
     if not settings.database_url.get():
         raise ConfigError("COFFER_DATABASE_URL is not set: the deposit-address API needs the ledger database")
     if not settings.service_token:
