@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import asyncpg
 import coincurve
@@ -184,4 +185,68 @@ async def test_rate_limited_esplora_skips_no_block(btc_chain: BtcChain, db_url: 
                 assert await available(conn, user, "BTC") == 50_000 + user
                 assert len(await ledger_deposits(conn, txids[user])) == 1
     finally:
+        await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_inconsistent_answers_are_retried_never_credited(btc_chain: BtcChain, db_url: str,
+                                                               btc_start: int) -> None:
+    from ledger.deposits import credit_deposit, reverse_deposit
+    from tests.watchers.tamper import Rule, TamperingTransport
+    from wallet.addressbook import AddressBook
+    from watchers import repository as repo
+    from watchers.daemon import Watcher, WatcherConfig
+    from watchers.esplora import EsploraClient
+    from watchers.sources import BtcSource
+
+    frank = new_address()
+
+    def drop_last_tx(page: list[dict[str, object]]) -> list[dict[str, object]]:
+        return page[:-1]
+
+    def other_parent(block: dict[str, object]) -> dict[str, object]:
+        return {**block, "previousblockhash": "11" * 32}
+
+    def claimed_elsewhere(page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**tx, "status": {**tx["status"], "block_hash": "22" * 32}} for tx in page]
+
+    rules: list[Rule] = []
+    conn = await asyncpg.connect(db_url)
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
+    try:
+        await add_addresses(conn, [(220, "btc", frank)], first_index=50)
+        assets = await repo.load_assets(conn, "btc", "regtest")
+        client = EsploraClient(btc_chain.url, policy=FAST_RETRY, transport=TamperingTransport(rules))
+        source = BtcSource(client, network="regtest", assets=assets)
+        w = Watcher(WatcherConfig(chain="btc", network="regtest", start_height=btc_start, retry_delay_s=0.01),
+                    pool, source, AddressBook("btc", "regtest"), assets, credit=credit_deposit, reverse=reverse_deposit)
+        try:
+            await in_thread(btc_chain.mine, 1)
+            await w.run_once()  # catch up first: from here on every new block must extend our chain
+            rules.extend([Rule(r"/block/[0-9a-f]{64}$", other_parent, times=2),
+                          Rule(r"/block/[0-9a-f]{64}/txs/0$", drop_last_tx, times=2),
+                          Rule(r"/block/[0-9a-f]{64}/txs/0$", claimed_elsewhere, times=1)])
+            txid = await in_thread(btc_chain.faucet, frank, 77_777)
+            await in_thread(btc_chain.faucet, new_address(), 12_345)  # a second tx in the block
+            await in_thread(btc_chain.mine, 2)
+            await w.run_once()
+            assert [r.hits for r in rules] == [2, 2, 1]
+            assert w.progress.retries >= 5
+            assert w.progress.reorgs == 0  # a lying parent hash is not taken for a reorg
+            assert await available(conn, 220, "BTC") == 77_777
+            assert len(await ledger_deposits(conn, txid)) == 1
+            obs = await conn.fetch("SELECT block_hash, amount_chain FROM watcher_observations WHERE txid = $1", txid)
+            assert [(r["block_hash"], int(r["amount_chain"])) for r in obs] == [
+                (btc_chain.get(f"/tx/{txid}/status").json()["block_hash"], 77_777)]
+            tip = btc_chain.tip_height()
+            low = max(btc_start, tip - 4)
+            rows = await conn.fetch(
+                "SELECT height, block_hash FROM watcher_blocks WHERE chain = 'btc' AND height >= $1",
+                                    low)
+            assert {int(r["height"]): r["block_hash"] for r in rows} == {
+                h: btc_chain.get(f"/block-height/{h}").text for h in range(low, tip + 1)}
+        finally:
+            await source.aclose()
+    finally:
+        await pool.close()
         await conn.close()
