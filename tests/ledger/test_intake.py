@@ -145,7 +145,7 @@ async def test_rejections_duplicates_and_replies(db_url: str, redis_url: str) ->
         assert all(not r.ok and "negative" in r.reason for r in neg.values()), neg
         assert await _balance(pool, 2, "USDT") == (5_000_000, 0)
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
         await redis.aclose()
         await pool.close()
 
@@ -157,7 +157,8 @@ async def test_restart_resends_last_batch_and_reforwards_above_watermark(db_url:
     try:
         first = IntakeConsumer(pool, redis, shard=1)
         await first.start()
-        reqs = [PlaceOrderRequest(f"q{i}", "", 1, m, "buy", "limit", "10", "0.01", None, i) for i in range(3)]
+        reqs: list[Any] = [PlaceOrderRequest(f"q{i}", "", 1, m, "buy", "limit", "10", "0.01", None, i)
+                           for i in range(3)]
         await redis.xadd(intake_stream(1), {BATCH_FIELD: encode_requests(reqs)})
         # commit the batch but "crash" before forwarding: run process() ourselves
         resp: Any = await redis.xread({intake_stream(1): "0-0"})
