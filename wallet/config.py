@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,3 +139,28 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     except json.JSONDecodeError as exc:
         raise ConfigError(f"wallet config {path} is not valid JSON: line {exc.lineno}: {exc.msg}") from None
     return parse_config(data)
+
+
+def config_from_exports(
+    exports: Iterable[Any], *, usdt_contract: str | None = None, gap_limit: int = DEFAULT_GAP_LIMIT
+) -> dict[str, Any]:
+    """A config document (JSON-ready dict) from the hot signer's account exports.
+
+    `exports` are objects with `chain`, `network`, `script_type`, `path` and `extended_key`
+    (signer.hd.AccountExport, as `HotSigner.account_xpubs()` returns them). BTC deposits use
+    the P2WPKH account; ETH, and USDT when `usdt_contract` is given, share the Ethereum
+    account. The result is validated with `parse_config` before it is returned.
+    """
+    assets: dict[str, Any] = {}
+    for export in exports:
+        entry = {"chain": export.chain, "network": export.network, "xpub": export.extended_key,
+                 "account_path": str(export.path).replace("h", "'")}
+        if export.chain == "btc" and export.script_type == "p2wpkh":
+            assets["BTC"] = {**entry, "type": "p2wpkh"}
+        elif export.chain == "eth":
+            assets["ETH"] = entry
+            if usdt_contract is not None:
+                assets["USDT"] = {**entry, "token": usdt_contract.lower()}
+    document = {"gap_limit": gap_limit, "assets": assets}
+    parse_config(document)
+    return document
