@@ -96,3 +96,41 @@ async def intake_consumers(db_url: str, redis_url: str, shards: int) -> AsyncIte
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
         await red.aclose()
         await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def order_pipeline(db_url: str, redis_url: str, shards: int,
+                         markets: tuple[str, ...] = ("BTC-USDT", "ETH-USDT", "ETH-BTC")) -> AsyncIterator[None]:
+    """The whole order path in this event loop: the ledger's intake consumers (one per shard),
+    the matcher runners and the ledger's settlement consumers (one per market)."""
+    import redis.asyncio as aioredis
+
+    from ledger.intake import IntakeConsumer
+    from ledger.settlement import SettlementConsumer
+    from matcher.runner import RunnerConfig, run_markets
+
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=shards + len(markets) + 2)
+    red = aioredis.from_url(redis_url)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(IntakeConsumer(pool, red, shard=k, block_ms=20).run(stop)) for k in range(shards)]
+    tasks += [asyncio.create_task(SettlementConsumer(pool, red, market=m, block_ms=20).run(stop)) for m in markets]
+    tasks.append(asyncio.create_task(run_markets(RunnerConfig(markets, redis_url, block_ms=20), stop)))
+    try:
+        yield
+    finally:
+        stop.set()
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+        await red.aclose()
+        await pool.close()
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert not errors, errors
+
+
+async def balances_of(db_url: str, user_id: int) -> dict[str, tuple[int, int]]:
+    """`{asset: (available, frozen)}` in ledger units, straight from PostgreSQL."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        rows = await conn.fetch("SELECT asset, available, frozen FROM balances WHERE user_id = $1", user_id)
+        return {r["asset"]: (int(r["available"]), int(r["frozen"])) for r in rows}
+    finally:
+        await conn.close()

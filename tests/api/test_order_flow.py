@@ -1,0 +1,78 @@
+"""Orders through the whole real path (API -> intake -> matcher -> settlement) over HTTP:
+crossing orders fill, the answers carry the engine's outcome, fills and balances are right to
+the unit with fees from the asset received, a resting order is cancelled and its funds freed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from api.client import CofferClient
+from tests.api.server import (
+    balances_of,
+    config_for,
+    credit,
+    new_user,
+    order_pipeline,
+    running_api,
+    seed_markets,
+)
+
+
+@pytest.mark.asyncio
+async def test_crossing_orders_fill_and_settle_to_the_unit(db_url: str, redis_url: str, tmp_path: Path) -> None:
+    await seed_markets(db_url)
+    alice, a_key, a_secret = await new_user(db_url, tmp_path)
+    bob, b_key, b_secret = await new_user(db_url, tmp_path)
+    await credit(db_url, alice, "BTC", 50_000_000, "flow-btc-a")  # 0.5 BTC
+    await credit(db_url, bob, "USDT", 1_000_000_000, "flow-usdt-b")  # 1000 USDT
+    async with running_api(config_for(db_url, redis_url, tmp_path)) as url, \
+            order_pipeline(db_url, redis_url, 2), \
+            CofferClient(url, a_key, a_secret) as a, CofferClient(url, b_key, b_secret) as b:
+        sell = await a.place_order(market="BTC-USDT", side="sell", price="30000.0", quantity="0.01",
+                                   client_order_id="ask-1")
+        assert sell["status"] == "open", sell
+        # bob's limit is above the ask: he trades at the maker's price and gets the difference back
+        buy = await b.place_order(market="BTC-USDT", side="buy", price="30100.0", quantity="0.01")
+        assert buy["status"] == "filled", buy
+        assert buy["filled_quantity"] == "0.01000" and buy["filled_quote"] == "300.000000"
+
+        # 0.01 BTC = 1,000,000 sat for 300 USDT = 300,000,000 units; bob (taker, 20 bps) pays
+        # 2,000 sat of the BTC he receives, alice (maker, 10 bps) 300,000 units of the USDT.
+        assert await balances_of(db_url, bob) == {"USDT": (700_000_000, 0), "BTC": (998_000, 0)}
+        a_bal = await balances_of(db_url, alice)
+        assert a_bal == {"BTC": (49_000_000, 0), "USDT": (299_700_000, 0)}
+        assert (await a.order(sell["id"]))["status"] == "filled"
+
+        bob_fills = await b.fills()
+        assert [(f["side"], f["liquidity"], f["price"], f["quantity"], f["fee"], f["fee_asset"])
+                for f in bob_fills] == [("buy", "taker", "30000.0", "0.01000000", "0.00002000", "BTC")]
+        alice_fills = await a.fills(market="BTC-USDT")
+        assert [(f["side"], f["liquidity"], f["quote_quantity"], f["fee"], f["fee_asset"])
+                for f in alice_fills] == [("sell", "maker", "300.000000", "0.300000", "USDT")]
+        assert {x["asset"]: x["available"] for x in await b.balances()} == {"BTC": "0.00998000",
+                                                                           "USDT": "700.000000"}
+
+        # a resting order, then its cancel: the frozen quote comes back in full
+        rest = await b.place_order(market="BTC-USDT", side="buy", price="20000.0", quantity="0.02")
+        assert rest["status"] == "open"
+        assert await balances_of(db_url, bob) == {"USDT": (300_000_000, 400_000_000), "BTC": (998_000, 0)}
+        assert [o["id"] for o in await b.orders(status="open")] == [rest["id"]]
+        canceled = await b.cancel_order(rest["id"])
+        assert canceled["status"] == "canceled"
+        assert await balances_of(db_url, bob) == {"USDT": (700_000_000, 0), "BTC": (998_000, 0)}
+        assert await b.orders(status="open") == []
+        assert {o["status"] for o in await b.orders(status="closed")} == {"filled", "canceled"}
+
+        # cancel-all over two markets' worth of resting orders
+        await a.place_order(market="BTC-USDT", side="sell", price="40000.0", quantity="0.01")
+        await a.place_order(market="BTC-USDT", side="sell", price="41000.0", quantity="0.01")
+        result = await a.cancel_all("BTC-USDT")
+        assert result["canceled"] == 2
+        for _ in range(100):
+            if (await balances_of(db_url, alice))["BTC"][1] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await balances_of(db_url, alice) == a_bal
