@@ -259,3 +259,39 @@ def test_verifier_matches_bip341_key_path_vectors() -> None:
             with pytest.raises(TxRejectedError):
                 verify_input(tx, index, scripts, tampered)
     assert checked >= 5
+
+
+@pytest.mark.parametrize("template", ["bip84", "bip86"])
+def test_bdk_wallet_syncs_signs_and_broadcasts_through_our_esplora(btc_chain: BtcChain, template: str) -> None:
+    """An independent Esplora client and signer (BDK, Rust): it scans our API, signs a P2WPKH or
+    P2TR key-path spend itself, and our chain verifies and mines it."""
+    import bdkpython as bdk
+
+    secret = bdk.DescriptorSecretKey(bdk.NetworkKind.TEST, bdk.Mnemonic(bdk.WordCount.WORDS12), None)
+    make = bdk.Descriptor.new_bip84 if template == "bip84" else bdk.Descriptor.new_bip86
+    wallet = bdk.Wallet(make(secret, bdk.KeychainKind.EXTERNAL, bdk.NetworkKind.TEST),
+                        make(secret, bdk.KeychainKind.INTERNAL, bdk.NetworkKind.TEST),
+                        bdk.Network.REGTEST, bdk.Persister.new_in_memory())
+    address = str(wallet.reveal_next_address(bdk.KeychainKind.EXTERNAL).address)
+    assert address.startswith("bcrt1q" if template == "bip84" else "bcrt1p")
+    btc_chain.faucet(address, 1_000_000)
+    btc_chain.mine(1)
+    client = bdk.EsploraClient(btc_chain.url)
+    wallet.apply_update(client.full_scan(wallet.start_full_scan().build(), 5, 1))
+    assert wallet.balance().confirmed.to_sat() == 1_000_000
+    payee = P2wpkhKey(b"bdk-payee-" + template.encode())
+    psbt = bdk.TxBuilder().add_recipient(bdk.Script(payee.script), bdk.Amount.from_sat(400_000)).fee_rate(
+        bdk.FeeRate.from_sat_per_vb(2)).finish(wallet)
+    assert wallet.sign(psbt, None)
+    tx = psbt.extract_tx()
+    client.broadcast(tx)
+    txid = str(tx.compute_txid())
+    assert btc_chain.get(f"/tx/{txid}/status").json() == {"confirmed": False}
+    btc_chain.mine(1)
+    wallet.apply_update(client.sync(wallet.start_sync_with_revealed_spks().build(), 1))
+    fee = wallet.calculate_fee(tx).to_sat()
+    assert wallet.balance().confirmed.to_sat() == 1_000_000 - 400_000 - fee
+    assert btc_chain.get(f"/tx/{txid}").json()["fee"] == fee
+    assert [u["value"] for u in btc_chain.get(f"/address/{payee.address}/utxo").json()] == [400_000]
+    # The same signed transaction cannot be accepted twice.
+    assert btc_chain.post("/tx", bytes(tx.serialize()).hex()).status_code == 400

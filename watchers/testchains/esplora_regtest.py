@@ -3,7 +3,8 @@
 Serves Esplora's REST endpoints with Esplora's JSON field names over a `RegtestChain`:
 GET /blocks/tip/height, /blocks/tip/hash, /block-height/:h, /block/:hash (+ /status, /txids,
 /txs[/:start], /header, /raw), /tx/:txid (+ /status, /hex, /raw, /outspend/:vout, /outspends),
-/address/:a (+ /txs, /txs/chain[/:last_txid], /txs/mempool, /utxo), /mempool/txids,
+/address/:a and /scripthash/:sha256 (+ /txs, /txs/chain[/:last_txid], /txs/mempool, /utxo),
+/mempool/txids,
 /fee-estimates, POST /tx (hex body; 400 with Bitcoin Core's reject text). Control endpoints
 (JSON bodies, never faulted): POST /regtest/mine {blocks, address?}, /regtest/faucet
 {address, amount_sat}, /regtest/reorg {depth, new_blocks, drop_txids?}, /regtest/faults
@@ -172,11 +173,11 @@ class EsploraServer:
                 (r"/tx/([0-9a-fA-F]{64})/raw", self._tx_raw),
                 (r"/tx/([0-9a-fA-F]{64})/outspend/(\d+)", self._tx_outspend),
                 (r"/tx/([0-9a-fA-F]{64})/outspends", self._tx_outspends),
-                (r"/address/([^/]+)", self._address),
-                (r"/address/([^/]+)/txs", self._address_txs),
-                (r"/address/([^/]+)/txs/chain(?:/([0-9a-fA-F]{64}))?", self._address_txs_chain),
-                (r"/address/([^/]+)/txs/mempool", self._address_txs_mempool),
-                (r"/address/([^/]+)/utxo", self._address_utxo),
+                (r"/(address|scripthash)/([^/]+)", self._address),
+                (r"/(address|scripthash)/([^/]+)/txs", self._address_txs),
+                (r"/(address|scripthash)/([^/]+)/txs/chain(?:/([0-9a-fA-F]{64}))?", self._address_txs_chain),
+                (r"/(address|scripthash)/([^/]+)/txs/mempool", self._address_txs_mempool),
+                (r"/(address|scripthash)/([^/]+)/utxo", self._address_utxo),
                 (r"/mempool/txids", self._mempool_txids),
                 (r"/fee-estimates", lambda: _json(FEE_ESTIMATES_SAT_VB)),
                 (r"/regtest/info", self._info),
@@ -354,8 +355,16 @@ class EsploraServer:
 
     # -- addresses ----------------------------------------------------------------------------
 
-    def _address(self, address: str) -> Reply:
-        script = regtest_script(address)
+    def _script(self, kind: str, key: str) -> bytes:
+        """The script an /address/:a or /scripthash/:h route is about (b"" for an unseen scripthash)."""
+        if kind == "address":
+            return regtest_script(key)
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", key):
+            raise ValueError(f"Invalid scripthash {key!r}")
+        return self.chain.script_for_hash(key) or b""
+
+    def _address(self, kind: str, address: str) -> Reply:
+        script = self._script(kind, address)
         pool, confirmed = self.chain.address_txids(script)
 
         def stats(txids: list[str]) -> dict[str, int]:
@@ -375,15 +384,16 @@ class EsploraServer:
             return {"funded_txo_count": funded, "funded_txo_sum": funded_sum, "spent_txo_count": spent,
                     "spent_txo_sum": spent_sum, "tx_count": len(txids)}
 
-        return _json({"address": address, "chain_stats": stats(confirmed), "mempool_stats": stats(pool)})
+        key = "address" if kind == "address" else "scripthash"
+        return _json({key: address, "chain_stats": stats(confirmed), "mempool_stats": stats(pool)})
 
-    def _address_txs(self, address: str) -> Reply:
-        pool, confirmed = self.chain.address_txids(regtest_script(address))
+    def _address_txs(self, kind: str, address: str) -> Reply:
+        pool, confirmed = self.chain.address_txids(self._script(kind, address))
         txids = pool[:MEMPOOL_PAGE] + confirmed[:PAGE]
         return _json([tx_json(self.chain, self.chain.txs[t]) for t in txids])
 
-    def _address_txs_chain(self, address: str, last_txid: str | None) -> Reply:
-        _, confirmed = self.chain.address_txids(regtest_script(address))
+    def _address_txs_chain(self, kind: str, address: str, last_txid: str | None) -> Reply:
+        _, confirmed = self.chain.address_txids(self._script(kind, address))
         start = 0
         if last_txid is not None:
             try:
@@ -392,12 +402,12 @@ class EsploraServer:
                 return _json([])
         return _json([tx_json(self.chain, self.chain.txs[t]) for t in confirmed[start:start + PAGE]])
 
-    def _address_txs_mempool(self, address: str) -> Reply:
-        pool, _ = self.chain.address_txids(regtest_script(address))
+    def _address_txs_mempool(self, kind: str, address: str) -> Reply:
+        pool, _ = self.chain.address_txids(self._script(kind, address))
         return _json([tx_json(self.chain, self.chain.txs[t]) for t in pool[:MEMPOOL_PAGE]])
 
-    def _address_utxo(self, address: str) -> Reply:
-        utxos = self.chain.address_utxos(regtest_script(address))
+    def _address_utxo(self, kind: str, address: str) -> Reply:
+        utxos = self.chain.address_utxos(self._script(kind, address))
         return _json([{"txid": t, "vout": v, "status": self.chain.tx_status(t), "value": u.value_sat}
                       for t, v, u in utxos])
 

@@ -27,7 +27,18 @@ COINBASE_MATURITY = 100
 HALVING_INTERVAL = 150  # regtest
 REGTEST_BITS = 0x207FFFFF
 REGTEST_TARGET = 0x7FFFFF << (8 * (0x20 - 3))
-GENESIS_TIME = 1296688602  # regtest genesis timestamp
+# Bitcoin's regtest genesis block (chainparams.cpp): the mainnet genesis coinbase with regtest
+# time, nonce and bits. We rebuild it byte for byte so clients that pin the genesis (BDK) agree.
+GENESIS_TIME = 1296688602
+GENESIS_NONCE = 2
+GENESIS_HASH = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"
+GENESIS_COINBASE_HEX = (
+    "01000000010000000000000000000000000000000000000000000000000000000000000000ffffffff4d04ffff001d"
+    "0104455468652054696d65732030332f4a616e2f32303039204368616e63656c6c6f72206f6e206272696e6b206f66"
+    "207365636f6e64206261696c6f757420666f722062616e6b73ffffffff0100f2052a01000000434104678afdb0fe55"
+    "48271967f1a67130b7105cd6a828e03909a67962e0ea1f61deb649f6bc3f4cef38c4f35504e51ec112de5c384df7ba"
+    "0b8d578a4c702b6bf11d5fac00000000"
+)
 NULL_TXID = b"\x00" * 32
 WITNESS_MAGIC = bytes.fromhex("aa21a9ed")
 # The faucet's key is public test data: sha256 of a fixed label. Never use it for value.
@@ -160,8 +171,9 @@ class RegtestChain:
         self.mempool: dict[str, Any] = {}
         self.mempool_time: dict[str, int] = {}
         self.state = _State()
+        self.scripts_by_hash: dict[str, bytes] = {}  # sha256(script) hex (both byte orders) -> script
         self._extra_nonce = 0
-        self._mine_block([], self.faucet_script)  # genesis
+        self._add_genesis()
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -276,7 +288,19 @@ class RegtestChain:
         self.txs[txid] = tx
         self.mempool[txid] = tx
         self.mempool_time[txid] = int(time.time())
+        self._index_scripts(tx)
         return txid
+
+    def _index_scripts(self, tx: Any) -> None:
+        for txout in tx.vout:
+            script = bytes(txout.script_pubkey.data)
+            digest = hashlib.sha256(script).digest()
+            self.scripts_by_hash[digest.hex()] = script
+            self.scripts_by_hash[digest[::-1].hex()] = script
+
+    def script_for_hash(self, scripthash: str) -> bytes | None:
+        """The script whose sha256 is `scripthash` (Esplora /scripthash/ routes), if ever paid to."""
+        return self.scripts_by_hash.get(scripthash.lower())
 
     def _check(self, tx: Any, txid: str) -> None:
         if txid in self.state.tx_block:
@@ -354,6 +378,24 @@ class RegtestChain:
         txin = TransactionInput(NULL_TXID, 0xFFFFFFFF, Script(script_sig), 0xFFFFFFFF, witness)
         return Transaction(version=2, vin=[txin], vout=vout, locktime=0)
 
+    def _add_genesis(self) -> None:
+        from embit.transaction import Transaction
+
+        coinbase = Transaction.parse(bytes.fromhex(GENESIS_COINBASE_HEX))
+        root = merkle_root([bytes(coinbase.hash())])
+        header = (1).to_bytes(4, "little") + NULL_TXID + root + GENESIS_TIME.to_bytes(4, "little") + \
+            REGTEST_BITS.to_bytes(4, "little") + GENESIS_NONCE.to_bytes(4, "little")
+        block_hash = sha256d(header)[::-1].hex()
+        if block_hash != GENESIS_HASH:  # our header/merkle code disagrees with Bitcoin's: refuse to run
+            raise RuntimeError(f"regtest genesis hash mismatch: {block_hash}")
+        size = 80 + 1 + len(coinbase.serialize())
+        block = Block(hash=block_hash, height=0, version=1, prev_hash="0" * 64, merkle_root=root[::-1].hex(),
+                      time=GENESIS_TIME, bits=REGTEST_BITS, nonce=GENESIS_NONCE, header=header, txs=[coinbase],
+                      txids=[bytes(coinbase.txid()).hex()], size=size, weight=4 * size)
+        self.blocks[block.hash] = block
+        self.chain.append(block.hash)
+        self._connect(block)
+
     def _mine_block(self, txs: list[Any], script: bytes) -> Block:
         height = len(self.chain)
         prev = self.blocks[self.chain[-1]] if self.chain else None
@@ -396,6 +438,7 @@ class RegtestChain:
         state = self.state
         for index, (txid, tx) in enumerate(zip(block.txids, block.txs, strict=True)):
             self.txs[txid] = tx
+            self._index_scripts(tx)
             state.tx_block[txid] = (block.hash, index)
             touched: set[bytes] = set()
             if not is_coinbase(tx):
@@ -409,7 +452,8 @@ class RegtestChain:
             for vout, txout in enumerate(tx.vout):
                 script = bytes(txout.script_pubkey.data)
                 touched.add(script)
-                if script[:1] != b"\x6a":  # OP_RETURN outputs are unspendable
+                # OP_RETURN outputs are unspendable, and so is the genesis coinbase (as in Bitcoin).
+                if script[:1] != b"\x6a" and block.height > 0:
                     state.utxos[(txid, vout)] = Utxo(txout.value, script, block.height, coinbase)
             for script in touched:
                 state.script_txs.setdefault(script, []).append(txid)
