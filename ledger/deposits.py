@@ -3,6 +3,10 @@
 Both functions run inside the CALLER's transaction (the watcher owns it, so its own
 progress and the credit commit together) and never commit themselves. Amounts are in
 LEDGER units of the asset. Both are idempotent by `deposit_key`.
+
+Locking: each call locks one balance row (user, asset). A caller that credits or reverses
+several deposits in ONE transaction must do them in (user_id, asset) order — the order in
+which the ledger's consumers lock balances — or PostgreSQL may detect a deadlock.
 """
 
 from __future__ import annotations

@@ -102,6 +102,7 @@ class IntakeConsumer:
         self.shard = shard
         self.batch_size = batch_size
         self.block_ms = block_ms
+        self.errors = 0  # recovered failures since start (tests assert on it)
         self.stream = intake_stream(shard)
         self.last_id = "0-0"
         self.markets: dict[str, Market] = {}
@@ -218,6 +219,7 @@ class IntakeConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.errors += 1
                 log.warning("intake %d: %s: %s; recovering in %.1f s", self.shard, type(exc).__name__, exc, backoff)
                 started = False
                 with contextlib.suppress(TimeoutError):

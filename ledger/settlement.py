@@ -76,6 +76,7 @@ class SettlementConsumer:
         self.symbol = market
         self.batch_size = batch_size
         self.block_ms = block_ms
+        self.errors = 0  # recovered failures since start (tests assert on it)
         self.publish_events = publish
         self.stream = keys.match_out(market)
         self.last_id = "0-0"
@@ -121,6 +122,7 @@ class SettlementConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.errors += 1
                 log.warning("settlement %s: %s: %s; retrying in %.1f s", self.symbol, type(exc).__name__, exc, backoff)
                 started = False
                 with contextlib.suppress(TimeoutError):
