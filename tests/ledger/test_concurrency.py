@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import asyncpg
 import pytest
@@ -96,7 +97,7 @@ async def test_intake_settlement_and_deposits_concurrently(db_url: str, redis_ur
             return done
 
         results = await asyncio.gather(writer(), depositor("d1-"), depositor("d2-"))
-        assert results[1:] == [60, 60]
+        assert list(results[1:]) == [60, 60]
         async with asyncio.timeout(90):
             while True:
                 await asyncio.sleep(0.1)
@@ -105,7 +106,7 @@ async def test_intake_settlement_and_deposits_concurrently(db_url: str, redis_ur
                 applied = await pool.fetchval("SELECT last_seq FROM settlement_offsets WHERE market=$1", m)
                 offsets = await pool.fetchval("SELECT sum(last_iid) FROM intake_offsets")
                 if pending == 0 and applied == pump.engine.seq and offsets >= placed and placed > 0:
-                    stream_ends = [await redis.xrevrange(f"intake{{{k}}}", count=1) for k in range(SHARDS)]
+                    stream_ends: list[Any] = [await redis.xrevrange(f"intake{{{k}}}", count=1) for k in range(SHARDS)]
                     stored = {r["shard"]: r["stream_id"] for r in await pool.fetch("SELECT * FROM intake_offsets")}
                     if all(not e or stored.get(k) == e[0][0].decode() for k, e in enumerate(stream_ends)):
                         break
