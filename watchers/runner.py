@@ -35,14 +35,22 @@ class RunOptions:
 async def run_watcher(options: RunOptions, stop: asyncio.Event | None = None) -> Progress:
     import asyncpg
 
+    from coffer.settings import mask_url
     from ledger.deposits import credit_deposit, reverse_deposit
     from wallet.addressbook import AddressBook
     from watchers import repository as repo
 
-    pool = await asyncpg.create_pool(options.database_url, min_size=1, max_size=2)
+    try:
+        pool = await asyncpg.create_pool(options.database_url, min_size=1, max_size=2)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise WatcherConfigError(f"cannot connect to PostgreSQL at {mask_url(options.database_url)}: {exc}") from exc
     try:
         async with pool.acquire() as conn:
-            assets = await repo.load_assets(conn, options.chain, options.network)
+            try:
+                assets = await repo.load_assets(conn, options.chain, options.network)
+                await repo.load_cursor(conn, options.chain, options.network)
+            except asyncpg.UndefinedTableError as exc:
+                raise WatcherConfigError(f"database schema missing ({exc}): run `coffer db migrate` first") from exc
         if not assets:
             raise WatcherConfigError(f"no assets for chain {options.chain} on network {options.network!r} "
                                      "in the ledger's assets table")

@@ -242,7 +242,7 @@ async def test_inconsistent_answers_are_retried_never_credited(btc_chain: BtcCha
             low = max(btc_start, tip - 4)
             rows = await conn.fetch(
                 "SELECT height, block_hash FROM watcher_blocks WHERE chain = 'btc' AND height >= $1",
-                                    low)
+                low)
             assert {int(r["height"]): r["block_hash"] for r in rows} == {
                 h: btc_chain.get(f"/block-height/{h}").text for h in range(low, tip + 1)}
         finally:

@@ -150,3 +150,65 @@ async def test_reorg_after_credit_reverses_and_alerts(eth_chain: EthChain, db_ur
             assert any(r.levelno == logging.ERROR and txid.lower() in r.getMessage() for r in caplog.records)
     finally:
         await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_finalized_mode_waits_for_the_finalized_tag(eth_chain: EthChain, db_url: str,
+                                                          eth_setup: dict[str, object]) -> None:
+    erin = new_address()
+    conn = await asyncpg.connect(db_url)
+    try:
+        await add_addresses(conn, [(105, "eth", erin)], first_index=400)
+        async with watcher(db_url, "eth", eth_chain.url, int(str(eth_setup["start"])), use_finalized=True) as w:
+            txid = await in_thread(eth_chain.fund, erin, 10**18)
+            await in_thread(eth_chain.mine, 2)  # 3 confirmations: enough by count, not yet finalized
+            await w.run_once()
+            finalized = int(eth_chain.rpc("eth_getBlockByNumber", "finalized", False)["number"], 16)
+            row = await deposit_row(conn, txid)
+            assert row["block_height"] > finalized
+            assert (row["status"], row["confirmations"]) == ("confirming", 3)
+            assert await available(conn, 105, "ETH") == 0
+            while int(eth_chain.rpc("eth_getBlockByNumber", "finalized", False)["number"], 16) < row["block_height"]:
+                await in_thread(eth_chain.mine, 1)
+            await w.run_once()
+            assert await available(conn, 105, "ETH") == GWEI
+            assert (await deposit_row(conn, txid))["status"] == "credited"
+    finally:
+        await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_followed_outgoing_tx_confirms_and_goes_back_on_reorg(eth_chain: EthChain, db_url: str,
+                                                                     eth_setup: dict[str, object]) -> None:
+    from watchers.repository import follow_tx, followed_tx_status
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        async with watcher(db_url, "eth", eth_chain.url, int(str(eth_setup["start"]))) as w:
+            await w.run_once()
+            # the service's own "withdrawal": a transfer to an address that is not a deposit address
+            txid = await in_thread(eth_chain.fund, new_address(), 10**17)
+            await follow_tx(conn, chain="eth", network="regtest", txid=txid, purpose="withdrawal:1",
+                            required_confirmations=3)
+            await follow_tx(conn, chain="eth", network="regtest", txid=txid, purpose="withdrawal:1",
+                            required_confirmations=3)  # idempotent
+            await in_thread(eth_chain.mine, 1)
+            await w.run_once()
+            status = await followed_tx_status(conn, chain="eth", network="regtest", txid=txid)
+            assert status is not None
+            assert (status["status"], status["confirmations"]) == ("confirming", 2)
+            mined_in = status["block_hash"]
+            await in_thread(eth_chain.reorg, 2, 1)  # re-mined in a new block
+            await w.run_once()
+            status = await followed_tx_status(conn, chain="eth", network="regtest", txid=txid)
+            assert status is not None
+            assert (status["status"], status["confirmations"]) == ("confirming", 1)
+            assert status["block_hash"] != mined_in
+            await in_thread(eth_chain.mine, 2)
+            await w.run_once()
+            upper = "0x" + txid[2:].upper()  # txids are matched case-insensitively
+            status = await followed_tx_status(conn, chain="eth", network="regtest", txid=upper)
+            assert status is not None
+            assert (status["status"], status["confirmations"]) == ("confirmed", 3)
+    finally:
+        await conn.close()
