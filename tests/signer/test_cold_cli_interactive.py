@@ -25,7 +25,7 @@ def tty(monkeypatch: pytest.MonkeyPatch) -> None:
 def answers(monkeypatch: pytest.MonkeyPatch, passphrases: list[str], reply: Callable[[str], str]) -> list[str]:
     asked: list[str] = []
     queue = list(passphrases)
-    monkeypatch.setattr(cold_cli.getpass, "getpass", lambda prompt="": queue.pop(0))
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": queue.pop(0))
 
     def fake_input(prompt: str = "") -> str:
         asked.append(prompt)
