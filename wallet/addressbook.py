@@ -33,13 +33,12 @@ WHERE d.chain = $1 AND d.network = $2 AND (d.id > $3 OR d.created_xid >= $4::tex
 class AddressBook:
     """address -> user id for one (chain, network), refreshed incrementally from PostgreSQL."""
 
-    __slots__ = ("_by_key", "_ids", "_last_id", "_xmin", "chain", "network")
+    __slots__ = ("_by_key", "_last_id", "_xmin", "chain", "network")
 
     def __init__(self, chain: str, network: str) -> None:
         self.chain = check_chain(chain)
         self.network = check_network(network)
         self._by_key: dict[str, int] = {}
-        self._ids: set[int] = set()
         self._last_id = 0
         self._xmin = "0"
 
@@ -52,14 +51,12 @@ class AddressBook:
         row = await conn.fetchrow(_REFRESH_SQL, self.chain, self.network, self._last_id, self._xmin)
         assert row is not None  # an aggregate without GROUP BY always returns one row
         added = 0
+        by_key = self._by_key
         for row_id, address, user_id in zip(row["ids"], row["addresses"], row["user_ids"], strict=True):
-            if row_id in self._ids:
-                continue
-            self._ids.add(int(row_id))
             key = self._key(address)
-            if key not in self._by_key:
+            if key not in by_key:  # rows re-read from the xmin window are already known
+                by_key[key] = int(user_id)
                 added += 1
-            self._by_key[key] = int(user_id)
             self._last_id = max(self._last_id, int(row_id))
         self._xmin = str(row["xmin"])
         return added

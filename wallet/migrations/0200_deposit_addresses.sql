@@ -37,7 +37,9 @@ CREATE TABLE deposit_addresses (
 CREATE UNIQUE INDEX deposit_addresses_current ON deposit_addresses (user_id, account) WHERE is_current;
 CREATE INDEX deposit_addresses_user ON deposit_addresses (user_id);
 CREATE INDEX deposit_addresses_chain_xid ON deposit_addresses (chain, network, created_xid);
--- Ethereum addresses are stored EIP-55 checksummed and matched case-insensitively.
+-- Ethereum addresses are stored EIP-55 checksummed and matched case-insensitively, so an
+-- address may not appear twice in another letter case either.
+CREATE UNIQUE INDEX deposit_addresses_address_ci ON deposit_addresses (chain, network, lower(address));
 CREATE INDEX deposit_addresses_lower ON deposit_addresses (lower(address));
 
 -- The ledger's users table (migration 0100) comes first in the global order.
