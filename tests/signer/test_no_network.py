@@ -21,7 +21,7 @@ from tests.signer.helpers import MNEMONIC, PASSPHRASE, build_psbt, make_keystore
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("redis", "asyncpg", "fastapi", "httpx", "web3", "uvicorn", "websockets", "aiohttp", "requests",
-             "starlette", "urllib3", "signer.policy_store", "signer.hot")
+             "starlette", "urllib3", "signer.policy_store", "signer.hot", "signer.hot_config")
 
 WRAPPER = """
 import sys, socket, _socket
