@@ -99,3 +99,37 @@ def test_bdk_psbt_signed_by_cli_finalizes_and_verifies(
         # and a wrong amount does not verify (the check can fail)
         wrong = p2wpkh_sighash_all(tx, index, hash160(pub), utxos[(prev, vout)] + 1)
         assert not PublicKey(pub).verify(sig[:-1], wrong, hasher=None)
+
+
+def test_bdk_taproot_psbt_signed_by_cli_finalizes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """P2TR key path: bdk accepts the signed PSBT and extracts a transaction with a 64-byte Schnorr witness.
+    (The signature itself is verified by an independent BIP341 implementation in test_chain_broadcast.)"""
+    import bdkpython as bdk
+    from embit.script import Script
+
+    seed = UnlockedSeed(MNEMONIC)
+    ks = tmp_path / "ks.json"
+    make_keystore(ks)
+    monkeypatch.setenv("COFFER_SIGNER_PASSPHRASE", PASSPHRASE)
+    base = account_export(seed, "btc", "regtest", 0, "p2tr").descriptor.split("#")[0]
+    wallet = bdk.Wallet(bdk.Descriptor(base.replace("<0;1>", "0"), bdk.NetworkKind.TEST),
+                        bdk.Descriptor(base.replace("<0;1>", "1"), bdk.NetworkKind.TEST),
+                        bdk.Network.REGTEST, bdk.Persister.new_in_memory())
+    addr = wallet.reveal_next_address(bdk.KeychainKind.EXTERNAL).address
+    prev = funding_tx(Script(bytes(addr.script_pubkey().to_bytes())), 5_000_000)
+    wallet.apply_unconfirmed_txs([bdk.UnconfirmedTx(tx=bdk.Transaction(prev.serialize()), last_seen=1)])
+    dest = bdk.Address("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", bdk.Network.REGTEST)
+    psbt = (bdk.TxBuilder().add_recipient(dest.script_pubkey(), bdk.Amount.from_sat(1_000_000))
+            .fee_rate(bdk.FeeRate.from_sat_per_vb(2)).finish(wallet))
+    src, out = tmp_path / "u.psbt", tmp_path / "s.psbt"
+    src.write_text(psbt.serialize())
+    rc = main(["sign", "--keystore", str(ks), "--in", str(src), "--out", str(out), "--yes", "--network", "regtest"])
+    text, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "CHANGE (verified m/86h/1h/0h/1/0)" in text
+    signed = bdk.Psbt(out.read_text().strip())
+    assert wallet.finalize_psbt(signed) is True
+    tx = parse_tx(bytes(signed.extract_tx().serialize()))
+    assert [len(w) for w in tx.witnesses] == [1] and len(tx.witnesses[0][0]) == 64
