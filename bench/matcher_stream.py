@@ -99,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="matcher runner throughput through a private Redis")
     parser.add_argument("--commands", type=int, default=200_000)
     parser.add_argument("--per-entry", type=int, default=100, help="commands per match:in entry")
-    parser.add_argument("--batch", type=int, default=200, help="entries per XREAD")
+    parser.add_argument("--batch", type=int, default=50, help="entries per XREAD")
     parser.add_argument("--xadds", type=int, default=100_000)
     args = parser.parse_args()
     print(json.dumps(asyncio.run(_main(args))))

@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     run.add_argument("--redis-url", default=None, help="default COFFER_REDIS_URL")
     run.add_argument("--snapshot-interval", type=float, default=10.0, help="seconds between book snapshots")
     run.add_argument("--lease-ms", type=int, default=3000, help="leader lease time-to-live in milliseconds")
-    run.add_argument("--batch", type=int, default=2000, help="max match:in entries read per XREAD")
+    run.add_argument("--batch", type=int, default=100, help="max match:in entries read per XREAD")
     run.set_defaults(func=_run)
 
 

@@ -99,7 +99,7 @@ class RunnerConfig:
     redis_url: str
     snapshot_interval_s: float = 10.0
     lease_ms: int = 3000
-    batch: int = 2000
+    batch: int = 100
     block_ms: int = 100
     out_chunk: int = 5000
     retry_delay_s: float = 0.2
