@@ -3,7 +3,8 @@ Bitcoin regtest). Registered from tests/conftest.py via `pytest_plugins`.
 
 - `eth_chain` (module scope): `coffer chain eth` as a subprocess on a free port; yields an
   `EthChain` with `.url` (JSON-RPC) and helpers: `rpc`, `mine`, `snapshot`, `revert`, `reorg`,
-  `fund`, `deploy_erc20`, `mint_erc20`, `set_auto_mine`, `block_number`.
+  `fund`, `deploy_erc20`, `mint_erc20`, `set_auto_mine`, `faults`, `block_number`. Tests that
+  switch auto-mining off or inject faults restore them: the chain is shared by the module.
 - `btc_chain` (module scope): `coffer chain btc` likewise; yields a `BtcChain` with `.url`
   (Esplora base URL) and helpers: `get`, `tip_height`, `mine`, `faucet`, `reorg`, `faults`.
 - `chain_process(kind, *extra_args)`: context manager for tests that need their own chain
@@ -128,6 +129,11 @@ class EthChain:
 
     def set_auto_mine(self, enabled: bool) -> None:
         self.rpc("coffer_setAutoMine", enabled)
+
+    def faults(self, count: int, status: int | None = 429, delay_ms: int = 0) -> None:
+        """Answer the next `count` JSON-RPC requests with HTTP `status` (None: normal answer) after
+        `delay_ms`. Test controls (coffer_*, evm_*) are never affected."""
+        self.rpc("coffer_injectFaults", count, status, delay_ms)
 
 
 class BtcChain:

@@ -174,3 +174,20 @@ def test_garbage_and_wrong_chain_transactions_are_refused(eth_chain: EthChain) -
     poor = Account.create()
     with pytest.raises(RuntimeError, match="insufficient funds"):
         _send(eth_chain, _signed_transfer(eth_chain, poor.key, OTHER, 1, 0))
+
+
+def test_injected_faults_answer_429_then_normal(eth_chain: EthChain) -> None:
+    import httpx
+
+    eth_chain.faults(2, status=429)
+    body = {"jsonrpc": "2.0", "id": 7, "method": "eth_blockNumber", "params": []}
+    first = httpx.post(eth_chain.url, json=body, timeout=30)
+    # Test controls are never faulted, and do not use up the injected count.
+    assert eth_chain.mine(1)
+    second = httpx.post(eth_chain.url, json=body, timeout=30)
+    third = httpx.post(eth_chain.url, json=body, timeout=30)
+    assert (first.status_code, second.status_code, third.status_code) == (429, 429, 200)
+    assert third.json() == {"jsonrpc": "2.0", "id": 7, "result": hex(eth_chain.block_number())}
+    eth_chain.faults(1, status=500)
+    assert httpx.post(eth_chain.url, json=body, timeout=30).status_code == 500
+    assert httpx.post(eth_chain.url, json=body, timeout=30).status_code == 200

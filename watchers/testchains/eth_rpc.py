@@ -3,7 +3,10 @@
 POST / with a JSON-RPC 2.0 request or batch; answers per JSON-RPC (errors as `error` objects
 with HTTP 200, as geth does). `EthRpcServer` wraps an `EthTestChain` and optionally mines a
 block every `block_time_s` seconds in a background thread (empty blocks included, so block
-numbers advance like a live chain). GET / answers a short liveness text.
+numbers advance like a live chain). GET / answers a short liveness text. Fault injection:
+`coffer_injectFaults(count, status, delayMs)` makes the next `count` requests wait `delayMs`
+and then answer HTTP `status` (429, 500, ...; null: the normal answer); requests whose methods
+start with `coffer_` or `evm_` (the test controls) are never faulted.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 from watchers.testchains._http import ChainHTTPServer, Reply
@@ -36,6 +40,10 @@ class EthRpcServer:
         self._block_time_s = block_time_s
         self._stop = threading.Event()
         self._miner: threading.Thread | None = None
+        self._faults_lock = threading.Lock()
+        self._fault_count = 0
+        self._fault_status: int | None = None
+        self._fault_delay_s = 0.0
 
     @property
     def url(self) -> str:
@@ -48,6 +56,15 @@ class EthRpcServer:
             payload = json.loads(body or b"null")
         except ValueError:
             return self._json(_error(None, PARSE_ERROR, "parse error: body is not JSON"))
+        items = payload if isinstance(payload, list) else [payload]
+        is_control = all(isinstance(i, dict) and str(i.get("method", "")).startswith(("coffer_", "evm_"))
+                         for i in items)
+        if items and is_control and any(i.get("method") == "coffer_injectFaults" for i in items):
+            return self._json([self._inject(i) for i in items] if isinstance(payload, list) else self._inject(payload))
+        if not is_control:
+            fault = self._take_fault()
+            if fault is not None:
+                return fault
         if isinstance(payload, list):
             if not payload:
                 return self._json(_error(None, INVALID_REQUEST, "empty batch"))
@@ -69,6 +86,31 @@ class EthRpcServer:
             log.exception("eth test chain failed on %s", item["method"])
             return _error(request_id, -32603, f"internal error: {type(exc).__name__}: {exc}")
         return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+    def _inject(self, item: dict[str, Any]) -> dict[str, Any]:
+        params = item.get("params") or []
+        count = params[0] if params else 1
+        status = params[1] if len(params) > 1 else 429
+        delay_ms = params[2] if len(params) > 2 else 0
+        if not isinstance(count, int) or count < 0 or not isinstance(delay_ms, int) or delay_ms < 0:
+            return _error(item.get("id"), -32602, "coffer_injectFaults(count >= 0, status, delayMs >= 0)")
+        if status is not None and (not isinstance(status, int) or not 100 <= status <= 599):
+            return _error(item.get("id"), -32602, "status must be an HTTP status code or null")
+        with self._faults_lock:
+            self._fault_count, self._fault_status, self._fault_delay_s = count, status, delay_ms / 1000
+        return {"jsonrpc": "2.0", "id": item.get("id"), "result": True}
+
+    def _take_fault(self) -> Reply | None:
+        with self._faults_lock:
+            if self._fault_count <= 0:
+                return None
+            self._fault_count -= 1
+            status, delay_s = self._fault_status, self._fault_delay_s
+        if delay_s:
+            time.sleep(delay_s)
+        if status is None:
+            return None
+        return Reply(status, b"injected fault" if status != 429 else b"Too Many Requests", "text/plain")
 
     @staticmethod
     def _json(obj: Any) -> Reply:
