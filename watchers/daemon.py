@@ -177,6 +177,13 @@ class Watcher:
         """`step`, with node trouble logged and retried later instead of raised."""
         try:
             return await self.step()
+        except ReorgTooDeepError as exc:
+            async with self.pool.acquire() as conn:
+                await repo.add_alert(conn, chain=self.config.chain, network=self.config.network, kind="reorg_too_deep",
+                                     message=str(exc))
+            log.error("ALERT %s/%s: %s; the watcher stops: operator action needed", self.config.chain,
+                      self.config.network, exc)
+            raise
         except (InconsistentAnswerError, ChainClientError) as exc:
             self.progress.retries += 1
             log.warning("%s/%s: %s; retrying in %.1f s", self.config.chain, self.config.network, exc,

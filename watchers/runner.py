@@ -8,14 +8,21 @@ call it in-process too. The ledger is reached only through `ledger.deposits`
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from watchers.daemon import Progress, Watcher, WatcherConfig
 from watchers.errors import WatcherConfigError
 from watchers.model import AssetRule
 from watchers.retry import RetryPolicy
 from watchers.sources import BtcSource, ChainSource, EthSource
+
+if TYPE_CHECKING:
+    import asyncpg
+
+log = logging.getLogger("watchers.runner")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +48,13 @@ async def run_watcher(options: RunOptions, stop: asyncio.Event | None = None) ->
     from watchers import repository as repo
 
     try:
-        pool = await asyncpg.create_pool(options.database_url, min_size=1, max_size=2)
+        pool = await asyncpg.create_pool(options.database_url, min_size=1, max_size=3)
     except (OSError, asyncpg.PostgresError) as exc:
         raise WatcherConfigError(f"cannot connect to PostgreSQL at {mask_url(options.database_url)}: {exc}") from exc
+    lock_conn: asyncpg.Connection | None = None
     try:
+        lock_conn = await pool.acquire()
+        await _single_instance_lock(lock_conn, options.chain, options.network, stop)
         async with pool.acquire() as conn:
             try:
                 assets = await repo.load_assets(conn, options.chain, options.network)
@@ -68,7 +78,27 @@ async def run_watcher(options: RunOptions, stop: asyncio.Event | None = None) ->
         finally:
             await source.aclose()
     finally:
+        if lock_conn is not None:
+            await pool.release(lock_conn)  # closing the session releases the advisory lock
         await pool.close()
+
+
+async def _single_instance_lock(conn: asyncpg.Connection, chain: str, network: str,
+                                stop: asyncio.Event | None) -> None:
+    """Hold a session advisory lock so only one watcher follows a chain; wait while another does.
+
+    A watcher killed with -9 loses its session (and the lock) as soon as PostgreSQL sees the
+    socket close, so a restarted watcher waits only a moment.
+    """
+    key = f"coffer:watcher:{chain}:{network}"
+    waited = False
+    while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
+        if not waited:
+            log.warning("another %s/%s watcher holds the lock; waiting", chain, network)
+            waited = True
+        if stop is not None and stop.is_set():
+            raise WatcherConfigError(f"stopped while waiting for the {chain}/{network} watcher lock")
+        await asyncio.sleep(0.2)
 
 
 def make_source(options: RunOptions, assets: Mapping[str, AssetRule]) -> ChainSource:

@@ -4,6 +4,7 @@ dust and unknown addresses, reorg before the threshold, reorg after the credit (
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import asyncpg
@@ -212,3 +213,22 @@ async def test_followed_outgoing_tx_confirms_and_goes_back_on_reorg(eth_chain: E
             assert (status["status"], status["confirmations"]) == ("confirmed", 3)
     finally:
         await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_second_watcher_waits_for_the_first(eth_chain: EthChain, db_url: str,
+                                                  eth_setup: dict[str, object]) -> None:
+    from watchers.runner import RunOptions, run_watcher
+
+    options = RunOptions(chain="eth", network="regtest", database_url=db_url, node_url=eth_chain.url,
+                         start_height=int(str(eth_setup["start"])), poll_interval_s=0.05)
+    stop_first = asyncio.Event()
+    first = asyncio.create_task(run_watcher(options, stop_first))
+    await asyncio.sleep(1.0)
+    second = asyncio.create_task(run_watcher(dataclasses.replace(options, once=True)))
+    await asyncio.sleep(1.0)
+    assert not first.done() and not second.done()  # the second one waits for the lock
+    stop_first.set()
+    await asyncio.wait_for(first, timeout=30)
+    progress = await asyncio.wait_for(second, timeout=30)
+    assert progress.retries == 0
