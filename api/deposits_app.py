@@ -127,14 +127,28 @@ def _parse_user_id(raw: str | None) -> int:
     return value
 
 
+async def _check_ledger_assets(pool: asyncpg.Pool, wallet: WalletConfig) -> None:
+    """Refuse to start when configured assets contradict the ledger's `assets` table."""
+    from wallet.config import ledger_mismatches
+    from wallet.errors import ConfigError
+
+    rows = await pool.fetch("SELECT code, chain, network, token_contract FROM assets")
+    errors, warnings = ledger_mismatches(wallet, rows)
+    for warning in warnings:
+        log.warning("%s", warning)
+    if errors:
+        raise ConfigError("; ".join(errors))
+
+
 def create_app(config: DepositApiConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import asyncpg
 
         pool = await asyncpg.create_pool(config.database_url, min_size=1, max_size=config.pool_max_size)
-        app.state.pool = pool
         try:
+            await _check_ledger_assets(pool, config.wallet)
+            app.state.pool = pool
             yield
         finally:
             await pool.close()

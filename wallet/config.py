@@ -164,3 +164,31 @@ def config_from_exports(
     document = {"gap_limit": gap_limit, "assets": assets}
     parse_config(document)
     return document
+
+
+def ledger_mismatches(config: WalletConfig, ledger_assets: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """Compare the config with the ledger's `assets` rows (code, chain, network, token_contract).
+
+    Returns (errors, warnings): a configured asset whose chain, network or token differs from
+    the ledger's is an error (its deposits would be watched on the wrong chain); one the
+    ledger does not know is a warning (its deposits cannot be credited until it is seeded).
+    """
+    rows = {str(r["code"]): r for r in ledger_assets}
+    errors: list[str] = []
+    warnings: list[str] = []
+    for code, cfg in sorted(config.assets.items()):
+        row = rows.get(code)
+        if row is None:
+            warnings.append(f"asset {code} is configured for deposit addresses but not in the ledger's assets")
+            continue
+        if (row["chain"], row["network"]) != (cfg.chain, cfg.network):
+            errors.append(
+                f"asset {code}: wallet config says {cfg.chain}/{cfg.network}, "
+                f"ledger says {row['chain']}/{row['network']}"
+            )
+        ledger_token = row["token_contract"]
+        if (ledger_token or None) != cfg.token:
+            errors.append(
+                f"asset {code}: token contract {cfg.token} in the wallet config, {ledger_token} in the ledger"
+            )
+    return errors, warnings
