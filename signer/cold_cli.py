@@ -166,7 +166,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
     seed = _unlock(args)
     network = args.network or _infer_network(psbt, seed.fingerprint)
     root = root_key(seed, network)
-    summary = analyze(psbt, root, seed.fingerprint, network, caps)
+    summary = analyze(psbt, root, seed.fingerprint, network, caps,
+                      require_non_witness_utxo=not args.allow_witness_utxo_only)
     for line in summary.lines():
         _out(line)
     _confirm(args, "Sign this transaction?")
@@ -236,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", choices=("mainnet", "testnet", "regtest"),
                    help="default: inferred from the inputs' coin type (0' mainnet, 1' testnet)")
     p.add_argument("--max-fee-sat", type=int, default=DEFAULT_MAX_FEE_SAT)
+    p.add_argument("--allow-witness-utxo-only", action="store_true",
+                   help="accept P2WPKH inputs without their previous transaction (weaker fee check)")
     p.add_argument("--max-fee-rate", default=str(Decimal(DEFAULT_MAX_FEE_RATE_MSAT_PER_VB) / 1000),
                    help="sat/vB, decimal")
     p.set_defaults(func=cmd_sign)

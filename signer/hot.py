@@ -57,6 +57,7 @@ class HotSigner:
         eth_chain_id: int | None = None,
         fee_caps: FeeCaps | None = None,
         max_fee_wei: int = DEFAULT_MAX_FEE_WEI,
+        require_non_witness_utxo: bool = True,
     ) -> None:
         self._seed = seed
         self._root = root_key(seed, network)
@@ -66,6 +67,7 @@ class HotSigner:
         self.eth_chain_id = eth_chain_id
         self.fee_caps = fee_caps or FeeCaps()
         self.max_fee_wei = max_fee_wei
+        self.require_non_witness_utxo = require_non_witness_utxo
 
     @classmethod
     def from_keystore(cls, path: Path, passphrase: str, policy: Policy, *, network: str, **kwargs: Any) -> HotSigner:
@@ -113,7 +115,8 @@ class HotSigner:
         request = SignRequest(request_id, requested_by, asset, "btc", destination, amount_sat)
         try:
             parsed, _form = parse_psbt(raw)
-            summary = analyze(parsed, self._root, self.fingerprint, self.network, self.fee_caps)
+            summary = analyze(parsed, self._root, self.fingerprint, self.network, self.fee_caps,
+                              require_non_witness_utxo=self.require_non_witness_utxo)
         except PsbtRefusedError as exc:
             return await self._refuse(conn, request, str(exc), hashlib.sha256(raw).hexdigest(), now)
         external = [o for o in summary.outputs if not o.is_change]

@@ -79,6 +79,7 @@ class PsbtSummary:
     vsize_vb: int
     fee_rate_msat_per_vb: int
     digest: bytes
+    locktime: int = 0
 
     @property
     def spend_sat(self) -> int:
@@ -88,7 +89,7 @@ class PsbtSummary:
     def lines(self) -> list[str]:
         rate = self.fee_rate_msat_per_vb
         out = [
-            f"PSBT for {self.network}, keystore {self.fingerprint}, txid {self.txid}",
+            f"PSBT for {self.network}, keystore {self.fingerprint}, txid {self.txid}, locktime {self.locktime}",
             f"inputs: {len(self.inputs)}, total in {format_btc(self.total_in_sat)} BTC ({self.total_in_sat} sat)",
         ]
         for i in self.inputs:
@@ -197,8 +198,16 @@ def analyze(
     fingerprint: str,
     network: str,
     caps: FeeCaps | None = None,
+    *,
+    require_non_witness_utxo: bool = True,
 ) -> PsbtSummary:
-    """Check a PSBT against this keystore and return the summary to show (raises PsbtRefusedError)."""
+    """Check a PSBT against this keystore and return the summary to show (raises PsbtRefusedError).
+
+    `require_non_witness_utxo`: our P2WPKH inputs must carry the full previous transaction.
+    BIP143 commits only to the spent input's own amount, so a signer shown a lowered amount for
+    another input can be led to pay a hidden fee across two signing rounds (the 2020 "segwit fee
+    attack" hardware wallets fixed the same way); P2TR (BIP341) commits to all amounts.
+    """
     caps = caps or FeeCaps()
     net = embit_network(network)
     fp = bytes.fromhex(fingerprint)
@@ -212,6 +221,10 @@ def analyze(
         stype = utxo.script_pubkey.script_type() or "unknown"
         if stype not in SIGNABLE_TYPES:
             raise PsbtRefusedError(f"input #{i} is {stype}; this signer handles only P2WPKH and P2TR key-path inputs")
+        if require_non_witness_utxo and stype == "p2wpkh" and inp.non_witness_utxo is None:
+            raise PsbtRefusedError(
+                f"input #{i} lacks its previous transaction (non-witness UTXO), needed to trust a P2WPKH amount"
+            )
         witness_wu += _WITNESS_WU[stype]
         ours = _our_derivation(inp, fp)
         path_text = None
@@ -289,6 +302,7 @@ def analyze(
         vsize_vb=vsize,
         fee_rate_msat_per_vb=rate,
         digest=_digest(psbt, utxos),
+        locktime=int(psbt.locktime or 0),
     )
 
 

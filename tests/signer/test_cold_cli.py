@@ -168,6 +168,13 @@ def test_sign_refusals_write_nothing(tmp_path: Path, ks: Path, capsys: pytest.Ca
     rc, _, err = run(capsys, "sign", "--keystore", str(ks), "--out", str(out), "--in", str(good))
     refused(rc, err, out, "confirmation needed")
 
+    # a P2WPKH input without its previous transaction, unless explicitly allowed
+    thin = _write(tmp_path, build_psbt(SEED, include_non_witness=False))
+    rc, _, err = run(capsys, *base, "--in", str(thin))
+    refused(rc, err, out, "lacks its previous transaction")
+    rc, _, err = run(capsys, *base, "--in", str(thin), "--allow-witness-utxo-only")
+    assert rc == 0 and out.exists()
+
 
 def test_existing_out_file_untouched_on_refusal(tmp_path: Path, ks: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.psbt"

@@ -186,7 +186,7 @@ def test_spent_amount_changed_after_summary_is_refused() -> None:
     from embit.transaction import TransactionOutput
 
     psbt = build_psbt(SEED, include_non_witness=False)
-    summary = analyze(psbt, ROOT, SEED.fingerprint, "regtest")
+    summary = analyze(psbt, ROOT, SEED.fingerprint, "regtest", require_non_witness_utxo=False)
     real = psbt.inputs[0].witness_utxo
     psbt.inputs[0].witness_utxo = TransactionOutput(real.value - 5, real.script_pubkey)
     with pytest.raises(PsbtRefusedError, match="changed after its summary"):
@@ -202,3 +202,13 @@ def test_garbage_and_base64_round_trip() -> None:
     b64 = serialize_psbt(psbt, "base64")
     again, form = parse_psbt(b64)
     assert form == "base64" and serialize_psbt(again, "base64") == b64
+
+
+def test_p2wpkh_without_previous_transaction_refused_unless_allowed() -> None:
+    psbt = build_psbt(SEED, include_non_witness=False)
+    with pytest.raises(PsbtRefusedError, match="lacks its previous transaction"):
+        analyze(psbt, ROOT, SEED.fingerprint, "regtest")
+    assert analyze(psbt, ROOT, SEED.fingerprint, "regtest", require_non_witness_utxo=False).fee_sat == 10_000
+    # P2TR commits to every spent amount (BIP341), so its witness UTXO alone is enough
+    taproot = build_psbt(SEED, script_type="p2tr", include_non_witness=False)
+    assert analyze(taproot, ROOT, SEED.fingerprint, "regtest").fee_sat == 10_000
