@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -90,3 +91,24 @@ def test_console_script_subprocess() -> None:
     )
     assert bad.returncode != 0 and bad.stdout == ""
     assert len(bad.stderr.strip().splitlines()) == 1 and "not mainnet" in bad.stderr
+
+
+def test_wallet_config_command(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    import json
+
+    from wallet.config import load_config
+
+    eth_xpub = ExtendedKey.parse(BIP86["rootpub"]).serialize()  # any valid mainnet xpub
+    out = tmp_path / "wallet.json"
+    rc, stdout, err = run(capsys, "wallet", "config", "--network", "regtest", "--btc-xpub", TPUB, "--btc-type", "p2tr",
+                          "--eth-xpub", eth_xpub, "--usdt-contract", "0x" + "AB" * 20, "--out", str(out))
+    assert (rc, stdout, err) == (0, "", "")
+    config = load_config(out)
+    assert set(config.assets) == {"BTC", "ETH", "USDT"}
+    assert config.asset("BTC").addr_type == "p2tr" and config.asset("USDT").token == "0x" + "ab" * 20
+    rc, stdout, _ = run(capsys, "wallet", "config", "--network", "regtest", "--btc-xpub", TPUB)
+    assert rc == 0 and json.loads(stdout)["assets"]["BTC"]["xpub"] == TPUB
+    rc, stdout, err = run(capsys, "wallet", "config", "--network", "mainnet", "--btc-xpub", TPUB)
+    assert rc == 1 and stdout == "" and err.count("\n") == 1 and "not mainnet" in err
+    rc, _, err = run(capsys, "wallet", "config", "--network", "regtest")
+    assert rc == 1 and "at least one" in err
