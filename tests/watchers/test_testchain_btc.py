@@ -139,11 +139,11 @@ def test_signed_spend_accepted_bad_signature_missing_and_spent_inputs_refused(bt
     alice.sign(good, 0, value)
     answer = _post_tx(btc_chain, good)
     assert answer.status_code == 200 and answer.text == bytes(good.txid()).hex()
-    # A second spend of the same output while the first is in the mempool: refused.
-    double = _spend(funding, vout, alice.script, value - 2_000)
+    # A second spend of the same output paying no more fee while the first is in the mempool: refused.
+    double = _spend(funding, vout, alice.script, value - 1_050)
     alice.sign(double, 0, value)
     answer = _post_tx(btc_chain, double)
-    assert answer.status_code == 400 and "txn-mempool-conflict" in answer.text
+    assert answer.status_code == 400 and "insufficient fee" in answer.text
     btc_chain.mine(1)
     spent = btc_chain.get(f"/tx/{funding}/outspend/{vout}").json()
     assert spent["spent"] is True and spent["txid"] == answer_txid(good) and spent["status"]["confirmed"] is True
@@ -155,6 +155,33 @@ def test_signed_spend_accepted_bad_signature_missing_and_spent_inputs_refused(bt
 
 def answer_txid(tx: Any) -> str:
     return bytes(tx.txid()).hex()
+
+
+def test_fee_bump_replaces_a_mempool_tx_and_its_children(btc_chain: BtcChain) -> None:
+    alice, bob, carol = P2wpkhKey(b"rbf-alice"), P2wpkhKey(b"rbf-bob"), P2wpkhKey(b"rbf-carol")
+    funding = btc_chain.faucet(alice.address, 400_000)
+    vout, value = _utxo(btc_chain, funding, alice.address)
+    btc_chain.mine(1)
+    first = _spend(funding, vout, bob.script, value - 500)
+    alice.sign(first, 0, value)
+    assert _post_tx(btc_chain, first).status_code == 200
+    child = _spend(answer_txid(first), 0, carol.script, value - 1_000)  # bob spends the unconfirmed output
+    bob.sign(child, 0, value - 500)
+    assert _post_tx(btc_chain, child).status_code == 200
+    # A replacement must pay for the evicted tx and its child plus its own relay fee: 1,000 is not enough.
+    cheap = _spend(funding, vout, alice.script, value - 1_000)
+    alice.sign(cheap, 0, value)
+    assert "insufficient fee" in _post_tx(btc_chain, cheap).text
+    bump = _spend(funding, vout, alice.script, value - 2_000)
+    alice.sign(bump, 0, value)
+    answer = _post_tx(btc_chain, bump)
+    assert answer.status_code == 200, answer.text
+    pool = btc_chain.get("/mempool/txids").json()
+    assert answer.text in pool and answer_txid(first) not in pool and answer_txid(child) not in pool
+    assert btc_chain.get(f"/tx/{answer_txid(first)}").status_code == 404
+    btc_chain.mine(1)
+    assert btc_chain.get(f"/tx/{answer.text}/status").json()["confirmed"] is True
+    assert btc_chain.get(f"/address/{carol.address}/utxo").json() == []
 
 
 def test_p2tr_key_path_spend_verifies(btc_chain: BtcChain) -> None:

@@ -191,3 +191,28 @@ def test_injected_faults_answer_429_then_normal(eth_chain: EthChain) -> None:
     eth_chain.faults(1, status=500)
     assert httpx.post(eth_chain.url, json=body, timeout=30).status_code == 500
     assert httpx.post(eth_chain.url, json=body, timeout=30).status_code == 200
+
+
+def test_pending_tx_replaced_only_with_a_ten_percent_fee_bump(eth_chain: EthChain) -> None:
+    user = Account.create()
+    eth_chain.fund(user.address, 10**18)
+    chain_id = int(eth_chain.rpc("eth_chainId"), 16)
+    base = int(eth_chain.rpc("eth_gasPrice"), 16)
+
+    def signed(tip_wei: int, value_wei: int) -> bytes:
+        tx = {"type": 2, "chainId": chain_id, "nonce": 0, "to": OTHER, "value": value_wei, "gas": 21000,
+              "maxFeePerGas": 3 * base + tip_wei, "maxPriorityFeePerGas": tip_wei}
+        return bytes(Account.sign_transaction(tx, user.key).raw_transaction)
+
+    eth_chain.set_auto_mine(False)
+    try:
+        original = _send(eth_chain, signed(10**9, 1))
+        with pytest.raises(RuntimeError, match="replacement transaction underpriced"):
+            _send(eth_chain, signed(10**9 + 10**7, 2))  # +1%: not enough
+        replacement = _send(eth_chain, signed(2 * 10**9, 3))
+        assert eth_chain.rpc("coffer_mempool") == [replacement]
+        eth_chain.mine(1)
+        assert eth_chain.rpc("eth_getTransactionReceipt", original) is None
+        assert int(eth_chain.rpc("eth_getTransactionReceipt", replacement)["status"], 16) == 1
+    finally:
+        eth_chain.set_auto_mine(True)

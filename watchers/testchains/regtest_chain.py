@@ -3,8 +3,8 @@
 Owns blocks (80-byte headers with previous hash, merkle root, regtest proof of work), coinbase
 outputs (BIP34 height, BIP141 witness commitment), the UTXO set, a mempool that accepts only
 transactions whose inputs exist unspent and whose P2WPKH / P2TR key-path signatures verify
-(btc_verify), a faucet key paying with real signed P2WPKH transactions, and reorgs that replace
-the last k blocks. State lives in process memory only (a restart is a new chain). Every public
+(btc_verify), full-RBF replacement of mempool conflicts that pay more, a faucet key paying
+with real signed P2WPKH transactions, and reorgs that replace the last k blocks. State lives in process memory only (a restart is a new chain). Every public
 method takes the lock; rendering to Esplora JSON is esplora_regtest's job.
 """
 
@@ -44,6 +44,7 @@ WITNESS_MAGIC = bytes.fromhex("aa21a9ed")
 # The faucet's key is public test data: sha256 of a fixed label. Never use it for value.
 FAUCET_SECRET = hashlib.sha256(b"coffer regtest faucet").digest()
 FAUCET_FEE_RATE_SAT_VB = 2
+MIN_RELAY_FEE_SAT_VB = 1
 
 
 def sha256d(data: bytes) -> bytes:
@@ -277,7 +278,7 @@ class RegtestChain:
         """Validate `tx` against the best chain plus mempool; add it; return its txid."""
         txid = bytes(tx.txid()).hex()
         try:
-            self._check(tx, txid)
+            evicted = self._check(tx, txid)
         except TxRejectedError as exc:
             message = str(exc)
             if message.startswith("sendrawtransaction"):
@@ -285,6 +286,9 @@ class RegtestChain:
             code = -25 if "missingorspent" in message or "premature" in message else -26
             raise TxRejectedError(
                 f'sendrawtransaction RPC error: {{"code":{code},"message":"{message}"}}') from None
+        for old in evicted:
+            self.mempool.pop(old, None)
+            self.mempool_time.pop(old, None)
         self.txs[txid] = tx
         self.mempool[txid] = tx
         self.mempool_time[txid] = int(time.time())
@@ -302,7 +306,8 @@ class RegtestChain:
         """The script whose sha256 is `scripthash` (Esplora /scripthash/ routes), if ever paid to."""
         return self.scripts_by_hash.get(scripthash.lower())
 
-    def _check(self, tx: Any, txid: str) -> None:
+    def _check(self, tx: Any, txid: str) -> list[str]:
+        """Validate `tx`; returns the mempool txids it replaces (full RBF), usually none."""
         if txid in self.state.tx_block:
             raise TxRejectedError(
                 'sendrawtransaction RPC error: {"code":-27,"message":"Transaction already in block chain"}')
@@ -325,12 +330,14 @@ class RegtestChain:
         if total_out > MAX_MONEY_SAT:
             raise TxRejectedError("bad-txns-txouttotal-toolarge")
         pool_spends = self._mempool_spends()
+        conflicts = {pool_spends[o][0] for o in outpoints if o in pool_spends}
+        evicted = self._with_descendants(conflicts)
         next_height = len(self.chain)
         scripts: list[bytes] = []
         values: list[int] = []
         for outpoint in outpoints:
-            if outpoint in pool_spends:
-                raise TxRejectedError("txn-mempool-conflict")
+            if outpoint[0] in evicted:
+                raise TxRejectedError("bad-txns-spends-conflicting-tx")
             utxo = self.state.utxos.get(outpoint)
             if utxo is None:
                 parent = self.mempool.get(outpoint[0])
@@ -346,6 +353,30 @@ class RegtestChain:
             raise TxRejectedError("bad-txns-in-belowout")
         for index in range(len(tx.vin)):
             verify_input(tx, index, scripts, values)
+        if evicted:
+            self._check_replacement(tx, sum(values) - total_out, conflicts, evicted)
+        return sorted(evicted)
+
+    def _with_descendants(self, txids: set[str]) -> set[str]:
+        """`txids` plus every mempool transaction spending their outputs, transitively."""
+        found = set(txids)
+        for child_txid, child in self.mempool.items():  # the mempool is in acceptance order
+            if any(bytes(i.txid).hex() in found for i in child.vin):
+                found.add(child_txid)
+        return found
+
+    def _check_replacement(self, tx: Any, fee_sat: int, conflicts: set[str], evicted: set[str]) -> None:
+        """Full-RBF (Bitcoin Core 28 default), BIP125 rules 3 and 4 and the feerate rule."""
+        vsize = -(-tx_weight(tx) // 4)
+        old_fees = sum(self.fee_sat(self.mempool[t]) for t in evicted)
+        if fee_sat < old_fees + vsize * MIN_RELAY_FEE_SAT_VB:
+            raise TxRejectedError(f"insufficient fee, rejecting replacement {bytes(tx.txid()).hex()}, "
+                                  f"not enough additional fees to relay; {fee_sat} < {old_fees} + {vsize}")
+        for old in conflicts:
+            old_tx = self.mempool[old]
+            if fee_sat * tx_weight(old_tx) <= self.fee_sat(old_tx) * tx_weight(tx):
+                raise TxRejectedError(f"insufficient fee, rejecting replacement {bytes(tx.txid()).hex()}; "
+                                      f"new feerate <= old feerate of {old}")
 
     # -- mining -------------------------------------------------------------------------------
 
