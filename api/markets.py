@@ -182,8 +182,9 @@ def validate_order(body: object, markets: Mapping[str, MarketInfo]) -> OrderInte
             raise ValidationError("cannot be used with a market order", field="post_only")
         if side == "sell" and has_quote:
             raise ValidationError("is only for market buys; a market sell gives quantity", field="quote_quantity")
-        if has_qty and has_quote:
-            raise ValidationError("give either quantity or quote_quantity, not both", field="quote_quantity")
+        if side == "buy" and has_qty:
+            raise ValidationError("is not accepted for a market buy: give quote_quantity (the amount to spend)",
+                                  field="quantity")
         if has_quote:
             units = to_units("quote_quantity", parse_positive("quote_quantity", body.get("quote_quantity")),
                              info.quote_decimals)
@@ -196,11 +197,11 @@ def validate_order(body: object, markets: Mapping[str, MarketInfo]) -> OrderInte
                 raise ValidationError(
                     f"is below the minimum notional {info.quote_str(info.min_notional)} {info.quote}",
                     field="quote_quantity")
+        elif side == "buy":
+            raise ValidationError("a market buy gives the quote amount to spend", field="quote_quantity")
         else:
             if not has_qty:
-                raise ValidationError(
-                    "is required" + (" (or quote_quantity for a market buy)" if side == "buy" else ""),
-                    field="quantity")
+                raise ValidationError("is required", field="quantity")
             qty_lots = _int64("quantity", to_steps("quantity", parse_positive("quantity", body.get("quantity")),
                                                    info.lot, "lot"))
     return OrderIntent(info.symbol, side, otype, price_ticks, qty_lots, funds, tif, post_only, stp, coid)

@@ -1,0 +1,384 @@
+"""Benchmark of the whole order path: intake{k} -> ledger intake -> matcher -> settlement in PostgreSQL.
+
+`python -m bench.pipeline` starts a private Redis (AOF, appendfsync everysec) and a private
+PostgreSQL (fsync=off, full_page_writes=off: figures for the software path, not the disk),
+migrates, seeds the demo markets and funds many users, then runs `coffer ledger run` and
+`coffer matcher run` (BTC-USDT, ETH-USDT, ETH-BTC) as child processes, as `coffer up` does.
+The generator writes a seeded mixed flow (about 60% resting limits, 25% crossing limits and
+market orders, 15% cancels by client order id) straight into the `intake{k}` streams, batched
+per XADD entry as ledger/intake_protocol.py allows, in three phases:
+
+1. `redis_xadd_per_s`: pipelined XADD of small entries into a scratch stream of this Redis;
+2. latency at a moderate offered load (`--latency-rate`, default 5,000/s, for `--latency-s`):
+   for each order, from its intake timestamp to the moment the settlement's first non-pending
+   `order` event for it arrives (published right after the settlement commit), heard through
+   a pattern subscription to the user-event channels: `p50_ms`, `p99_ms`;
+3. throughput (`--throughput-s`, default 30): as fast as the system takes them, with at most
+   `--max-backlog` requests not yet consumed by the intake; then wait until every order left
+   `pending` in PostgreSQL. `orders_per_s` = orders placed in the phase / (time from the first
+   send to the last order settled); `offered_per_s` = requests written / send time.
+
+The last line is one JSON object. The machine is shared while this runs: figures are as measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+MARKETS = ("BTC-USDT", "ETH-USDT", "ETH-BTC")
+# market -> (mid price in ticks, tick decimals, lot decimals, min lots, max lots, quote ledger decimals);
+# every demo market has quote_units_per_tick_lot = 1
+SHAPES: dict[str, tuple[int, int, int, int, int, int]] = {
+    "BTC-USDT": (300_000, 1, 5, 100, 1_000, 6),  # 30000.0 USDT, 0.001..0.01 BTC
+    "ETH-USDT": (200_000, 2, 4, 100, 1_000, 6),  # 2000.00 USDT, 0.01..0.1 ETH
+    "ETH-BTC": (5_000, 5, 3, 10, 100, 8),  # 0.05000 BTC, 0.01..0.1 ETH
+}
+FUNDING = {"BTC": 100_000 * 10**8, "ETH": 1_000_000 * 10**9, "USDT": 10**9 * 10**6}
+
+
+def _dec(units: int, decimals: int) -> str:
+    if decimals == 0:
+        return str(units)
+    whole, frac = divmod(units, 10**decimals)
+    return f"{whole}.{frac:0{decimals}d}"
+
+
+@dataclass
+class Flow:
+    """A seeded mixed flow of intake requests."""
+
+    users: int
+    shards: int
+    seed: int
+    rng: random.Random = field(init=False)
+    n: int = 0
+    live: dict[int, deque[tuple[str, str]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def next(self, ts_ms: int) -> tuple[int, Any, bool]:
+        """`(user, request, is_place)`."""
+        from ledger.intake_protocol import CancelRequest, PlaceOrderRequest
+
+        rng = self.rng
+        user = rng.randint(1, self.users)
+        self.n += 1
+        roll = rng.random()
+        mine = self.live.get(user)
+        if roll < 0.15 and mine:
+            market, coid = mine.popleft()
+            return user, CancelRequest(rid="", reply_to="", user=user, market=market, ts_ms=ts_ms,
+                                       client_order_id=coid), False
+        market = MARKETS[rng.randrange(3)]
+        mid, tick_dec, lot_dec, lo, hi, quote_dec = SHAPES[market]
+        side: Literal["buy", "sell"] = "buy" if rng.random() < 0.5 else "sell"
+        lots = rng.randint(lo, hi)
+        coid = f"b{self.n}"
+        if roll < 0.75:  # resting: away from the mid on its own side
+            off = rng.randint(1, 200)
+            price = mid - off if side == "buy" else mid + off
+            req = PlaceOrderRequest(rid="", reply_to="", user=user, market=market, side=side, type="limit",
+                                    price=_dec(price, tick_dec), qty=_dec(lots, lot_dec), funds=None, ts_ms=ts_ms,
+                                    client_order_id=coid)
+            self.live.setdefault(user, deque(maxlen=50)).append((market, coid))
+        elif roll < 0.92:  # crossing limit, IOC so the book does not grow on the far side
+            off = rng.randint(0, 100)
+            price = mid + off if side == "buy" else mid - off
+            req = PlaceOrderRequest(rid="", reply_to="", user=user, market=market, side=side, type="limit",
+                                    price=_dec(price, tick_dec), qty=_dec(lots, lot_dec), funds=None, ts_ms=ts_ms,
+                                    client_order_id=coid, tif="IOC")
+        elif side == "sell":  # market sell by quantity
+            req = PlaceOrderRequest(rid="", reply_to="", user=user, market=market, side=side, type="market",
+                                    price=None, qty=_dec(lots, lot_dec), funds=None, ts_ms=ts_ms,
+                                    client_order_id=coid, tif="IOC")
+        else:  # market buy by quote amount (about `lots` at the mid)
+            req = PlaceOrderRequest(rid="", reply_to="", user=user, market=market, side=side, type="market",
+                                    price=None, qty=None, funds=_dec(mid * lots, quote_dec), ts_ms=ts_ms,
+                                    client_order_id=coid, tif="IOC")
+        return user, req, True
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def _setup_db(db_url: str, users: int) -> None:
+    import asyncpg
+
+    from coffer import migrate
+    from ledger.demo import seed_demo
+    from ledger.deposits import credit_deposit
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        await migrate.apply(conn)
+        async with conn.transaction():
+            await seed_demo(conn, network="regtest", usdt_contract="0x" + "22" * 20)
+            await conn.execute("INSERT INTO users (id) SELECT generate_series(1, $1::bigint)", users)
+            for user in range(1, users + 1):
+                for asset, amount in FUNDING.items():
+                    await credit_deposit(conn, deposit_key=f"bench-{asset}-{user}", user_id=user, asset=asset,
+                                         amount=amount, txid=f"bench{user}", output_index=0)
+    finally:
+        await conn.close()
+
+
+async def _xadd_rate(redis: Any, n: int = 100_000, pipe_size: int = 1000) -> float:
+    t0 = time.perf_counter()
+    for start in range(0, n, pipe_size):
+        pipe = redis.pipeline(transaction=False)
+        for i in range(start, start + pipe_size):
+            pipe.xadd("bench:xadd-scratch", {b"b": b"x" * 64, b"i": i})
+        await pipe.execute()
+    rate = n / (time.perf_counter() - t0)
+    await redis.delete("bench:xadd-scratch")
+    return rate
+
+
+class Sender:
+    """Batches requests per shard into XADD entries of up to `per_entry` requests."""
+
+    def __init__(self, redis: Any, shards: int, per_entry: int) -> None:
+        self.redis = redis
+        self.shards = shards
+        self.per_entry = per_entry
+        self.sent = 0
+        self.ids: list[list[tuple[int, int]]] = [[] for _ in range(shards)]  # entry ids, in order
+        self.cums: list[list[int]] = [[] for _ in range(shards)]  # requests up to and with that entry
+
+    async def send(self, requests: list[tuple[int, Any]]) -> None:
+        from ledger.intake import stream_id_key
+        from ledger.intake_protocol import BATCH_FIELD, encode_requests, intake_stream, shard_for_user
+
+        per_shard: list[list[Any]] = [[] for _ in range(self.shards)]
+        for user, req in requests:
+            per_shard[shard_for_user(user, self.shards)].append(req)
+        pipe = self.redis.pipeline(transaction=False)
+        meta: list[tuple[int, int]] = []
+        for k, reqs in enumerate(per_shard):
+            for i in range(0, len(reqs), self.per_entry):
+                chunk = reqs[i:i + self.per_entry]
+                pipe.xadd(intake_stream(k), {BATCH_FIELD: encode_requests(chunk)})
+                meta.append((k, len(chunk)))
+        ids = await pipe.execute()
+        for (k, count), entry_id in zip(meta, ids, strict=True):
+            self.ids[k].append(stream_id_key(entry_id.decode()))
+            self.cums[k].append((self.cums[k][-1] if self.cums[k] else 0) + count)
+        self.sent += len(requests)
+
+    async def consumed(self, pool: Any) -> int:
+        """Requests the intake consumers have committed (from their stored offsets)."""
+        from ledger.intake import stream_id_key
+
+        total = 0
+        for row in await pool.fetch("SELECT shard, stream_id FROM intake_offsets"):
+            k = int(row["shard"])
+            if k >= self.shards:
+                continue
+            idx = bisect.bisect_right(self.ids[k], stream_id_key(row["stream_id"])) - 1
+            total += self.cums[k][idx] if idx >= 0 else 0
+        return total
+
+
+async def _latency_phase(redis_url: str, sender: Sender, flow: Flow, rate: int, seconds: float) -> list[float]:
+    import redis.asyncio as aioredis
+
+    from ledger.intake_protocol import decode_user_events
+
+    sub_client = aioredis.from_url(redis_url)
+    pubsub = sub_client.pubsub()
+    await pubsub.psubscribe("user:events:*")
+    seen: set[int] = set()
+    latencies: list[float] = []
+    stop = asyncio.Event()
+
+    async def listen() -> None:
+        while not stop.is_set():
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if msg is None:
+                continue
+            now_ms = time.time_ns() / 1e6
+            for ev in decode_user_events(msg["data"]).get("events", ()):
+                if ev.get("type") == "order" and ev.get("state") != "pending":
+                    oid = int(ev["order_id"])
+                    if oid not in seen:
+                        seen.add(oid)
+                        latencies.append(now_ms - int(ev["ts_ms"]))
+
+    listener = asyncio.create_task(listen())
+    tick_s = 0.01
+    per_tick = max(1, int(rate * tick_s))
+    t0 = time.perf_counter()
+    placed = 0
+    ticks = int(seconds / tick_s)
+    for i in range(ticks):
+        ts = _now_ms()
+        batch = []
+        for _ in range(per_tick):
+            user, req, is_place = flow.next(ts)
+            batch.append((user, req))
+            placed += is_place
+        await sender.send(batch)
+        delay = t0 + (i + 1) * tick_s - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    deadline = time.monotonic() + 60
+    while len(seen) < placed and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a counter
+        await asyncio.sleep(0.1)
+    stop.set()
+    await listener
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await sub_client.aclose()
+    return latencies
+
+
+async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: float, max_backlog: int,
+                            chunk: int) -> dict[str, Any]:
+    base_sent = sender.sent
+    base_consumed = await sender.consumed(pool)
+    start_max_id = await pool.fetchval("SELECT coalesce(max(id), 0) FROM orders")
+    t0 = time.perf_counter()
+    placed = 0
+    consumed = base_consumed
+    while time.perf_counter() - t0 < seconds:
+        if sender.sent - consumed > max_backlog:
+            consumed = await sender.consumed(pool)
+            if sender.sent - consumed > max_backlog:
+                await asyncio.sleep(0.005)
+                continue
+        ts = _now_ms()
+        batch = []
+        for _ in range(chunk):
+            user, req, is_place = flow.next(ts)
+            batch.append((user, req))
+            placed += is_place
+        await sender.send(batch)
+        await asyncio.sleep(0)
+    send_s = time.perf_counter() - t0
+    offered = sender.sent - base_sent
+    # wait until every order of the phase is settled (left `pending`) and counted
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        row = await pool.fetchrow(
+            "SELECT count(*) AS n, count(*) FILTER (WHERE state = 'pending') AS pending FROM orders WHERE id > $1",
+            start_max_id)
+        consumed = await sender.consumed(pool)
+        if consumed >= sender.sent and int(row["pending"]) == 0:
+            break
+        await asyncio.sleep(0.05)
+    total_s = time.perf_counter() - t0
+    settled = int(row["n"]) - int(row["pending"])
+    return {"orders_per_s": round(settled / total_s, 1), "offered_per_s": round(offered / send_s, 1),
+            "throughput_window_s": round(total_s, 2), "send_s": round(send_s, 2), "orders_settled": settled,
+            "orders_placed": placed, "requests_offered": offered, "drain_s": round(total_s - send_s, 2)}
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+async def _measure(args: argparse.Namespace, db_url: str, redis_url: str,
+                   procs: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
+    import asyncpg
+    import redis.asyncio as aioredis
+
+    redis = aioredis.from_url(redis_url)
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
+    try:
+        xadd_rate = await _xadd_rate(redis)
+        await asyncio.sleep(2.0)  # consumers and runners start and take their leases
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a service exited at start; see its log")
+        sender = Sender(redis, args.shards, args.per_entry)
+        flow = Flow(args.users, args.shards, args.seed)
+        latencies = await _latency_phase(redis_url, sender, flow, args.latency_rate, args.latency_s)
+        result = await _throughput_phase(pool, sender, flow, args.throughput_s, args.max_backlog, args.chunk)
+    finally:
+        await pool.close()
+        await redis.aclose()
+    return {
+        **result,
+        "p50_ms": round(_pct(latencies, 0.50), 2), "p99_ms": round(_pct(latencies, 0.99), 2),
+        "latency_offered_per_s": args.latency_rate, "latency_samples": len(latencies),
+        "redis_xadd_per_s": round(xadd_rate, 1),
+        "users": args.users, "markets": len(MARKETS), "intake_shards": args.shards,
+        "requests_per_entry": args.per_entry, "seed": args.seed,
+        "settings": "redis appendfsync everysec; postgres fsync=off full_page_writes=off; 2 shared cores",
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from coffer.localservices import PostgresServer, RedisServer
+
+    tmp = Path(tempfile.mkdtemp(prefix="coffer-bench-"))
+    tmp.chmod(0o755)
+    redis_server = RedisServer(tmp / "redis", appendfsync="everysec")
+    pg_server = PostgresServer(tmp / "pg", fast_unsafe=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    redis_server.start()
+    pg_server.start()
+    try:
+        db_url = pg_server.url("postgres")
+        asyncio.run(_setup_db(db_url, args.users))
+        env = {**os.environ, "COFFER_DATABASE_URL": db_url, "COFFER_REDIS_URL": redis_server.url,
+               "COFFER_INTAKE_SHARDS": str(args.shards), "COFFER_LOG_LEVEL": "WARNING"}
+        logs = tmp / "logs"
+        logs.mkdir()
+        for name, argv in (("ledger", ["ledger", "run"]),
+                           ("matcher", ["matcher", "run", *[a for m in MARKETS for a in ("--market", m)]])):
+            with open(logs / f"{name}.log", "wb") as log:
+                procs.append(subprocess.Popen([sys.executable, "-m", "coffer", *argv], env=env, stdout=log,
+                                              stderr=subprocess.STDOUT, start_new_session=True))
+        result = asyncio.run(_measure(args, db_url, redis_server.url, procs))
+        result["logs"] = str(logs)
+        return result
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, 15)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, 9)
+                p.wait(5)
+        pg_server.stop()
+        redis_server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--per-entry", type=int, default=200, help="requests per XADD entry")
+    parser.add_argument("--chunk", type=int, default=2000, help="requests generated per send in the throughput phase")
+    parser.add_argument("--latency-rate", type=int, default=5000)
+    parser.add_argument("--latency-s", type=float, default=10.0)
+    parser.add_argument("--throughput-s", type=float, default=30.0)
+    parser.add_argument("--max-backlog", type=int, default=40_000)
+    args = parser.parse_args()
+    result = run(args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
