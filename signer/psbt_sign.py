@@ -329,7 +329,10 @@ def sign_checked(psbt: Any, root: Any, summary: PsbtSummary) -> int:
         if line.path is None:
             continue
         ours = _our_derivation(psbt.inputs[line.index], fp)
-        assert ours is not None  # checked by analyze, and the digest binds the inputs
+        if ours is None:  # the digest does not cover derivation fields: re-check rather than assume
+            raise PsbtRefusedError(f"input #{line.index} no longer names this keystore; nothing was signed")
+        if format_path(ours[1]) != line.path:
+            raise PsbtRefusedError(f"input #{line.index} changed its derivation path after the summary")
         key = derive(root, ours[1]).key
         if line.script_type == "p2wpkh":
             keys[key.get_public_key().sec()] = key
@@ -344,7 +347,7 @@ def _sign_taproot_keypath(psbt: Any, xonly_keys: Mapping[bytes, Any]) -> int:
     """BIP341 key-path signatures (SIGHASH_DEFAULT) for P2TR inputs whose internal key we hold."""
     from embit.script import Witness
 
-    fp_count = 0
+    count = 0
     for i, inp in enumerate(psbt.inputs):
         if inp.utxo is None or inp.utxo.script_pubkey.script_type() != "p2tr":
             continue
@@ -358,9 +361,9 @@ def _sign_taproot_keypath(psbt: Any, xonly_keys: Mapping[bytes, Any]) -> int:
             sighash = psbt.sighash(i, sighash=SIGHASH_DEFAULT)
             sig = tweaked.schnorr_sign(sighash)
             inp.final_scriptwitness = Witness([sig.serialize()])
-            fp_count += 1
+            count += 1
             break
-    return fp_count
+    return count
 
 
 def sign_with_keys(psbt: Any, keys: Mapping[bytes, Any], only_types: Iterable[str] | None = None) -> int:

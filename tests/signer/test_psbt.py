@@ -212,3 +212,21 @@ def test_p2wpkh_without_previous_transaction_refused_unless_allowed() -> None:
     # P2TR commits to every spent amount (BIP341), so its witness UTXO alone is enough
     taproot = build_psbt(SEED, script_type="p2tr", include_non_witness=False)
     assert analyze(taproot, ROOT, SEED.fingerprint, "regtest").fee_sat == 10_000
+
+
+def test_derivation_changed_after_summary_is_refused() -> None:
+    from embit.psbt import DerivationPath
+
+    from signer.hd import parse_path
+
+    psbt = build_psbt(SEED)
+    summary = analyze(psbt, ROOT, SEED.fingerprint, "regtest")
+    ((pub, _),) = psbt.inputs[0].bip32_derivations.items()
+    psbt.inputs[0].bip32_derivations[pub] = DerivationPath(bytes.fromhex(SEED.fingerprint),
+                                                           parse_path("m/84h/1h/0h/0/1"))
+    with pytest.raises(PsbtRefusedError, match="changed its derivation path"):
+        sign_checked(psbt, ROOT, summary)
+    psbt.inputs[0].bip32_derivations[pub] = DerivationPath(bytes.fromhex("01020304"), parse_path("m/84h/1h/0h/0/0"))
+    with pytest.raises(PsbtRefusedError, match="no longer names this keystore"):
+        sign_checked(psbt, ROOT, summary)
+    assert not psbt.inputs[0].partial_sigs
