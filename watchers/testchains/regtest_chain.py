@@ -4,8 +4,9 @@ Owns blocks (80-byte headers with previous hash, merkle root, regtest proof of w
 outputs (BIP34 height, BIP141 witness commitment), the UTXO set, a mempool that accepts only
 transactions whose inputs exist unspent and whose P2WPKH / P2TR key-path signatures verify
 (btc_verify), full-RBF replacement of mempool conflicts that pay more, a faucet key paying
-with real signed P2WPKH transactions, and reorgs that replace the last k blocks. State lives in process memory only (a restart is a new chain). Every public
-method takes the lock; rendering to Esplora JSON is esplora_regtest's job.
+with real signed P2WPKH transactions, and reorgs that replace the last k blocks. State lives
+in process memory only (a restart is a new chain). Every public method takes the lock;
+rendering to Esplora JSON is esplora_regtest's job.
 """
 
 from __future__ import annotations
