@@ -97,7 +97,10 @@ def _check_token(request: Request, expected: Secret) -> None:
         raise _Problem(401, "unauthorized", "invalid service token")
 
 
-def _view(record: DepositAddress, wallet: WalletConfig, *, owner: bool = False) -> dict[str, Any]:
+def _view(
+    record: DepositAddress, wallet: WalletConfig, *, owner: bool = False, created_view: bool = False
+) -> dict[str, Any]:
+    """JSON body of one address; the POST answer (`created_view`) has exactly the documented fields."""
     body: dict[str, Any] = {
         "address": record.address,
         "asset": record.asset,
@@ -109,9 +112,10 @@ def _view(record: DepositAddress, wallet: WalletConfig, *, owner: bool = False) 
     }
     if owner or not record.is_current:
         body["is_current"] = record.is_current
-    if owner and record.account is not None:
+    if owner or not created_view:
         # ETH and its tokens share addresses: name every asset the address receives.
-        body["assets"] = wallet.assets_of_account(record.account) or [record.asset]
+        shared = wallet.assets_of_account(record.account) if record.account is not None else []
+        body["assets"] = shared or [record.asset]
     return body
 
 
@@ -188,7 +192,7 @@ def create_app(config: DepositApiConfig) -> FastAPI:
             raise _Problem(422, "unknown_user", str(exc), "user_id") from None
         if created:
             log.info("deposit address allocated user=%s asset=%s index=%s", body.user_id, asset.code, record.index)
-        return JSONResponse(_view(record, config.wallet), status_code=201 if created else 200)
+        return JSONResponse(_view(record, config.wallet, created_view=True), status_code=201 if created else 200)
 
     @app.get(PATH)
     async def list_addresses(request: Request) -> JSONResponse:

@@ -108,6 +108,7 @@ async def test_idempotent_then_new(client: httpx.AsyncClient) -> None:
     rows = listed.json()["addresses"]
     assert [r["address"] for r in rows] == [fresh.json()["address"], body["address"]]
     assert rows[1]["is_current"] is False
+    assert rows[0]["assets"] == ["BTC"]
     taproot = await post(client, {"user_id": 10, "asset": "BTCTR"})
     assert taproot.status_code == 201 and taproot.json()["address"].startswith("bcrt1p")
 
@@ -124,6 +125,8 @@ async def test_eth_and_token_share_one_address(client: httpx.AsyncClient) -> Non
     owner = await client.get(f"/v1/deposit-addresses/{address.lower()}", headers=AUTH)
     assert owner.status_code == 200
     assert owner.json()["user_id"] == 20 and owner.json()["assets"] == ["ETH", "USDT"]
+    listed = await client.get("/v1/deposit-addresses?user_id=20", headers=AUTH)
+    assert [(r["address"], r["assets"]) for r in listed.json()["addresses"]] == [(address, ["ETH", "USDT"])]
     missing = await client.get("/v1/deposit-addresses/0x000000000000000000000000000000000000dEaD", headers=AUTH)
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
 
