@@ -250,3 +250,35 @@ async def test_inconsistent_answers_are_retried_never_credited(btc_chain: BtcCha
     finally:
         await pool.close()
         await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_esplora_client_against_the_regtest_host(btc_chain: BtcChain, btc_start: int) -> None:
+    from watchers.errors import ChainClientError, ChainRpcError
+    from watchers.esplora import EsploraClient
+
+    async with EsploraClient(btc_chain.url, policy=FAST_RETRY) as client:
+        tip = await client.tip_height()
+        assert tip == btc_chain.tip_height()
+        tip_hash = await client.block_hash_at(tip)
+        block = await client.block(tip_hash)
+        assert block["height"] == tip and block["previousblockhash"] == await client.block_hash_at(tip - 1)
+        txid = await in_thread(btc_chain.faucet, new_address(), 60_000)
+        status = await client.tx_status(txid)
+        assert status is not None and status["confirmed"] is False
+        [mined] = await in_thread(btc_chain.mine, 1)
+        status = await client.tx_status(txid)
+        assert status is not None and status["confirmed"] is True and status["block_hash"] == mined
+        tx = await client.tx(txid)
+        assert tx is not None and 60_000 in [out["value"] for out in tx["vout"]]
+        assert await client.tx("00" * 32) is None
+        txs = await client.block_txs(mined, (await client.block(mined))["tx_count"])
+        assert txid in [t["txid"] for t in txs]
+        with pytest.raises(ChainRpcError):
+            await client.broadcast("00")  # not a transaction: the host rejects it, no retry
+    limited = RetryPolicy(base_delay_s=0.001, max_delay_s=0.002, max_attempts=3)
+    async with EsploraClient(btc_chain.url, policy=limited) as client:
+        await in_thread(btc_chain.faults, 3, 503)
+        with pytest.raises(ChainClientError, match="gave up after 3 attempts"):
+            await client.tip_height()
+        assert await client.tip_height() == btc_chain.tip_height()  # the faults are used up

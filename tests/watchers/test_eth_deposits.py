@@ -232,3 +232,33 @@ async def test_second_watcher_waits_for_the_first(eth_chain: EthChain, db_url: s
     await asyncio.wait_for(first, timeout=30)
     progress = await asyncio.wait_for(second, timeout=30)
     assert progress.retries == 0
+
+
+@pytest.mark.asyncio
+async def test_eth_rpc_client_against_the_local_node(eth_chain: EthChain, eth_setup: dict[str, object]) -> None:
+    from watchers.errors import ChainRpcError
+    from watchers.ethrpc import EthRpcClient
+
+    key = Account.create()
+    async with EthRpcClient(eth_chain.url) as client:
+        assert await client.chain_id() == int(eth_chain.rpc("eth_chainId"), 16)
+        await in_thread(eth_chain.fund, key.address, 10**18)
+        latest = await client.block_number()
+        assert latest == eth_chain.block_number()
+        safe, finalized = await client.tag_height("safe"), await client.tag_height("finalized")
+        assert safe is not None and finalized is not None and finalized <= safe <= latest
+        assert await client.balance_wei(key.address) == 10**18
+        nonce = await client.nonce(key.address)
+        tx = {"type": 2, "chainId": await client.chain_id(), "nonce": nonce, "to": new_address(), "value": 10**15,
+              "gas": 21000, "maxFeePerGas": 100 * GWEI, "maxPriorityFeePerGas": GWEI}
+        signed = Account.sign_transaction(tx, key.key)
+        tx_hash = await client.send_raw_transaction(signed.raw_transaction.hex())
+        receipt = await client.get_receipt(tx_hash)
+        assert receipt is not None and int(receipt["status"], 16) == 1
+        token = str(eth_setup["token"])
+        mint = await in_thread(eth_chain.mint_erc20, token, key.address, 5)
+        height = await client.block_number()
+        logs = await client.transfer_logs(height, height, [token])
+        assert [entry["transactionHash"].lower() for entry in logs] == [mint.lower()]
+        with pytest.raises(ChainRpcError):
+            await client.call("no_such_method", [])
