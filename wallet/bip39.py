@@ -10,6 +10,7 @@ secrets: never log them; error messages never repeat the words.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import unicodedata
 from functools import lru_cache
 from importlib import resources
@@ -43,6 +44,13 @@ def entropy_to_mnemonic(entropy: bytes) -> str:
     count = (len(entropy) * 8 + checksum_bits) // 11
     words = english_wordlist()
     return " ".join(words[(value >> (11 * (count - 1 - i))) & 0x7FF] for i in range(count))
+
+
+def generate_mnemonic(words: int = 24) -> str:
+    """A new English mnemonic from the OS CSPRNG (`secrets`). A secret: show it once, never log it."""
+    if words not in VALID_WORD_COUNTS:
+        raise InvalidMnemonicError(f"a mnemonic has 12, 15, 18, 21 or 24 words, not {words}")
+    return entropy_to_mnemonic(secrets.token_bytes(words * 11 * 32 // 33 // 8))
 
 
 def mnemonic_to_entropy(mnemonic: str) -> bytes:

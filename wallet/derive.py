@@ -33,6 +33,18 @@ class DerivedAddress:
     derivation_path: str
 
 
+def standard_account_path(chain: str, network: str, addr_type: str, account: int = 0) -> str:
+    """BIP44/84/86 account path: m/84'/coin'/account' (p2wpkh), m/86'/... (p2tr), m/44'/60'/... (eth)."""
+    check_chain(chain)
+    if network not in NETWORKS:
+        raise WrongNetworkError(f"unknown network {network!r} (expected one of: {', '.join(NETWORKS)})")
+    if addr_type not in PURPOSE or (chain == "eth") != (addr_type == "eth"):
+        raise WalletError(f"address type {addr_type!r} does not fit chain {chain}")
+    if not 0 <= account < HARDENED:
+        raise DerivationError(f"account {account} out of range 0..2^31-1")
+    return f"m/{PURPOSE[addr_type]}'/{COIN_TYPE[(chain, network)]}'/{account}'"
+
+
 def check_index(index: int | str) -> int:
     """A non-hardened child index 0..2^31-1; hardened requests are refused (public key)."""
     if isinstance(index, str):

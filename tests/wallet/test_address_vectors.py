@@ -88,3 +88,15 @@ def test_eth_cross_check_with_eth_account() -> None:
     for index in (0, 1, 7, 1000):
         expected = Account.from_mnemonic(ETH["mnemonic"], account_path=f"m/44'/60'/0'/0/{index}").address
         assert deriver.address(index) == expected
+
+
+def test_standard_account_paths() -> None:
+    from wallet.derive import standard_account_path
+    from wallet.errors import WalletError
+
+    assert standard_account_path("btc", "mainnet", "p2wpkh") == BIP84["account_path"]
+    assert standard_account_path("btc", "mainnet", "p2tr") == BIP86["account_path"]
+    assert standard_account_path("eth", "regtest", "eth") == ETH["account_path"]
+    assert standard_account_path("btc", "regtest", "p2tr", 5) == "m/86'/1'/5'"
+    with pytest.raises(WalletError, match="does not fit"):
+        standard_account_path("eth", "mainnet", "p2wpkh")

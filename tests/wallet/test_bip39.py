@@ -37,3 +37,14 @@ def test_bad_mnemonics() -> None:
     with pytest.raises(InvalidMnemonicError) as info:
         mnemonic_to_seed(" ".join([*words[:-1], "zoo"]))
     assert "zoo" not in str(info.value)  # error messages never repeat the words
+
+
+@pytest.mark.parametrize("words", [12, 15, 18, 21, 24])
+def test_generate_mnemonic(words: int) -> None:
+    from wallet.bip39 import generate_mnemonic
+
+    phrase = generate_mnemonic(words)
+    assert len(phrase.split()) == words and is_valid_mnemonic(phrase)
+    assert generate_mnemonic(words) != phrase
+    with pytest.raises(InvalidMnemonicError):
+        generate_mnemonic(13)
