@@ -37,6 +37,11 @@ def register(sub: Any) -> None:
     run.add_argument("--batch", type=int, default=100, help="max match:in entries read per XREAD")
     run.set_defaults(func=_run)
 
+    md = cmds.add_parser("marketdata", help="compute depth, recent trades and K-lines from match:out")
+    md.add_argument("--market", action="append", required=True, help="market code (repeatable)")
+    md.add_argument("--redis-url", default=None, help="default COFFER_REDIS_URL")
+    md.add_argument("--database-url", default=None, help="default COFFER_DATABASE_URL")
+    md.set_defaults(func=_marketdata)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -70,3 +75,14 @@ def _run(args: argparse.Namespace) -> int:
         lease_ms=args.lease_ms, batch=args.batch,
     )
     return serve(config)
+
+
+def _marketdata(args: argparse.Namespace) -> int:
+    from coffer.settings import Settings
+    from matcher.errors import MatcherError
+    from matcher.marketdata import MarketDataConfig, serve
+
+    db_url: str = args.database_url or Settings.from_env().database_url.get()
+    if not db_url:
+        raise MatcherError("no PostgreSQL: set COFFER_DATABASE_URL or pass --database-url")
+    return serve(MarketDataConfig(markets=tuple(args.market), redis_url=_redis_url(args), database_url=db_url))
