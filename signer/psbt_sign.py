@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -128,7 +129,26 @@ def parse_psbt(data: bytes) -> tuple[Any, str]:
         psbt = PSBT.parse(raw)
     except Exception as exc:  # embit raises many error types for malformed input
         raise PsbtRefusedError(f"not a valid PSBT: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    _check_unsigned_tx(raw)
     return psbt, form
+
+
+def _check_unsigned_tx(raw: bytes) -> None:
+    """BIP174: the global unsigned transaction (version 0) has empty scriptSigs and no witness
+    serialization. embit drops scriptSigs silently when parsing, so check the raw field here."""
+    from embit import compact
+    from embit.transaction import Transaction
+
+    if raw[5:7] != b"\x01\x00":  # PSBT_GLOBAL_UNSIGNED_TX is the first key of a v0 PSBT
+        return
+    stream = io.BytesIO(raw[7:])
+    size = compact.read_from(stream)
+    tx_bytes = stream.read(size)
+    if len(tx_bytes) >= 6 and tx_bytes[4:6] == b"\x00\x01":
+        raise PsbtRefusedError("not a valid PSBT: the unsigned transaction uses witness serialization (BIP174)")
+    tx = Transaction.parse(tx_bytes)
+    if any(len(vin.script_sig.data) for vin in tx.vin):
+        raise PsbtRefusedError("not a valid PSBT: the unsigned transaction has a non-empty scriptSig (BIP174)")
 
 
 def serialize_psbt(psbt: Any, form: str) -> bytes:

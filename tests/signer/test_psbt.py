@@ -230,3 +230,16 @@ def test_derivation_changed_after_summary_is_refused() -> None:
     with pytest.raises(PsbtRefusedError, match="no longer names this keystore"):
         sign_checked(psbt, ROOT, summary)
     assert not psbt.inputs[0].partial_sigs
+
+
+INVALID = json.loads((Path(__file__).parents[1] / "vectors" / "bip174_invalid.json").read_text())["invalid"]
+
+
+@pytest.mark.parametrize("vector", INVALID, ids=[v["case"] for v in INVALID])
+@pytest.mark.parametrize("form", ["binary", "base64"])
+def test_bip174_invalid_psbts_are_refused(vector: dict[str, str], form: str) -> None:
+    import base64
+
+    raw = bytes.fromhex(vector["hex"])
+    with pytest.raises(PsbtRefusedError):
+        parse_psbt(raw if form == "binary" else base64.b64encode(raw))
