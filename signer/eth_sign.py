@@ -17,6 +17,7 @@ from typing import Any
 from signer.errors import EthTxRefusedError
 
 _UINT256 = 2**256
+ERC20_TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")  # keccak256("transfer(address,uint256)")[:4]
 DEFAULT_MAX_FEE_WEI = 10**17  # refuse a transaction whose gas could cost more than 0.1 ETH
 _FIELDS = {
     0: ("type", "chain_id", "nonce", "to", "value", "gas", "gas_price", "data", "derivation_path"),
@@ -134,7 +135,16 @@ class EthTx:
             f"  value {whole}.{frac:018d} ETH ({self.value_wei} wei)",
             f"  max fee {fee_whole}.{fee_frac:018d} ETH ({self.max_fee_wei} wei, gas {self.gas})",
             f"  data  {len(self.data)} bytes" + (f": 0x{self.data[:36].hex()}..." if self.data else ""),
+            *self._erc20_lines(),
         ]
+
+    def _erc20_lines(self) -> list[str]:
+        """Decode an ERC-20 `transfer(address,uint256)` call, so the officer sees the real recipient."""
+        if len(self.data) != 68 or self.data[:4] != ERC20_TRANSFER_SELECTOR or any(self.data[4:16]):
+            return []
+        recipient = to_checksum_address(self.data[16:36])
+        amount = int.from_bytes(self.data[36:68], "big")
+        return [f"  ERC-20 transfer on token {to_checksum_address(self.to)}: {amount} base units to {recipient}"]
 
 
 def parse_eth_tx(text: str | bytes) -> EthTx:

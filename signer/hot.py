@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from signer import keystore
 from signer.errors import EthTxRefusedError, PsbtRefusedError
-from signer.eth_sign import DEFAULT_MAX_FEE_WEI, derive_eth_key, parse_address, parse_eth_tx, sign_eth_tx
+from signer.eth_sign import (
+    DEFAULT_MAX_FEE_WEI,
+    ERC20_TRANSFER_SELECTOR,
+    derive_eth_key,
+    parse_address,
+    parse_eth_tx,
+    sign_eth_tx,
+)
 from signer.hd import AccountExport, account_export, root_key
 from signer.policy import Policy, SignRequest, normalize_destination
 from signer.psbt_sign import FeeCaps, analyze, parse_psbt, serialize_psbt, sign_checked
@@ -32,7 +39,6 @@ if TYPE_CHECKING:
     import asyncpg
 
 TX_CHECK_RULE = "transaction-check"
-_ERC20_TRANSFER = bytes.fromhex("a9059cbb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,6 @@ class HotSigner:
                 raise EthTxRefusedError(f"transaction does not send exactly {amount} wei to {destination}")
             return
         contract = parse_address(token_contract, "token_contract")
-        expected = _ERC20_TRANSFER + bytes(12) + dest + amount.to_bytes(32, "big")
+        expected = ERC20_TRANSFER_SELECTOR + bytes(12) + dest + amount.to_bytes(32, "big")
         if tx.to != contract or tx.value_wei != 0 or tx.data != expected:
             raise EthTxRefusedError(f"transaction is not transfer({destination}, {amount}) on {token_contract}")

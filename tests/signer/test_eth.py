@@ -87,3 +87,13 @@ def test_signature_equals_eth_account(case: dict[str, Any], key_byte: int) -> No
     assert ours.raw == bytes(theirs.raw_transaction)
     assert ours.tx_hash == "0x" + bytes(theirs.hash).hex()
     assert ours.from_address == Account.from_key(key).address
+
+
+def test_selector_and_erc20_summary() -> None:
+    assert keccak256(b"transfer(address,uint256)")[:4].hex() == "a9059cbb"
+    data = "0xa9059cbb" + "00" * 12 + "5aaeb6053f3e94c9b9a09f33669435e7ef1beaed" + f"{123456789:064x}"
+    tx = parse_eth_tx(json.dumps({**CASES[0], "to": "0xdAC17F958D2ee523a2206206994597C13D831ec7", "data": data,
+                                  "derivation_path": PATH}))
+    text = "\n".join(tx.summary_lines("0x0000000000000000000000000000000000000000"))
+    assert ("ERC-20 transfer on token 0xdAC17F958D2ee523a2206206994597C13D831ec7: 123456789 base units to "
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed") in text
