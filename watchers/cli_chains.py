@@ -4,7 +4,7 @@ Prints exactly one line `ready <url>` on stdout once the chain answers, so a par
 (tests/chain_fixtures.py, `coffer up` in demo mode) can read its URL. Both chains keep their
 state in memory only: a restart is a new chain. Options: `--block-time S` mines a block every
 S seconds; Ethereum: `--manual-mine` (transactions wait for evm_mine), `--safe-depth`,
-`--finalized-depth`; Bitcoin: `--network` (regtest only) and `--initial-blocks`.
+`--finalized-depth`, `--max-log-range`; Bitcoin: `--network` (regtest only) and `--initial-blocks`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--safe-depth", type=int, default=2, help="eth: 'safe' tag = latest - N (default 2)")
     parser.add_argument("--finalized-depth", type=int, default=4,
                         help="eth: 'finalized' tag = latest - N (default 4)")
+    parser.add_argument("--max-log-range", type=int, default=None, metavar="N",
+                        help="eth: refuse eth_getLogs over more than N blocks (as hosted providers do)")
     parser.add_argument("--network", default="regtest", help="btc: network (only regtest)")
     parser.add_argument("--initial-blocks", type=int, default=101,
                         help="btc: blocks mined at start so the faucet's coinbases are mature (default 101)")
@@ -60,8 +62,10 @@ def handle(args: argparse.Namespace) -> int:
 
         if args.safe_depth < 0 or args.finalized_depth < args.safe_depth:
             raise ChainServerError("need 0 <= --safe-depth <= --finalized-depth")
+        if args.max_log_range is not None and args.max_log_range < 1:
+            raise ChainServerError("--max-log-range must be >= 1")
         chain = EthTestChain(auto_mine=not args.manual_mine, safe_depth=args.safe_depth,
-                             finalized_depth=args.finalized_depth)
+                             finalized_depth=args.finalized_depth, max_log_range=args.max_log_range)
         try:
             server = EthRpcServer(chain, args.host, args.port, block_time_s=args.block_time)
         except OSError as exc:

@@ -8,6 +8,7 @@ import sys
 import time
 
 import httpx
+import pytest
 from eth_account import Account
 
 from tests.chain_fixtures import REPO_ROOT, BtcChain, EthChain, chain_process
@@ -23,7 +24,8 @@ def _wait_until(predicate: object, timeout_s: float = 30.0) -> bool:
 
 
 def test_eth_block_time_mines_pending_transactions() -> None:
-    with chain_process("eth", "--manual-mine", "--block-time", "0.2", "--finalized-depth", "3") as process:
+    with chain_process("eth", "--manual-mine", "--block-time", "0.2", "--finalized-depth", "3",
+                       "--max-log-range", "5") as process:
         chain = EthChain(process)
         start = chain.block_number()
         assert _wait_until(lambda: chain.block_number() >= start + 2)
@@ -31,6 +33,9 @@ def test_eth_block_time_mines_pending_transactions() -> None:
         assert _wait_until(lambda: chain.rpc("eth_getTransactionReceipt", txid) is not None)
         finalized = int(chain.rpc("eth_getBlockByNumber", "finalized", False)["number"], 16)
         assert chain.block_number() - finalized >= 3  # blocks keep landing, so only a lower bound
+        assert chain.rpc("eth_getLogs", {"fromBlock": "0x1", "toBlock": "0x5"}) == []
+        with pytest.raises(RuntimeError, match="limited to a 5 block range"):
+            chain.rpc("eth_getLogs", {"fromBlock": "0x0", "toBlock": "0x5"})
 
 
 def test_btc_block_time_advances_the_tip_and_mines_the_mempool() -> None:

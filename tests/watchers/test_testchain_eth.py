@@ -125,6 +125,9 @@ def test_erc20_transfer_emits_a_log_found_by_get_logs(eth_chain: EthChain) -> No
     assert log["transactionHash"] == txid and log["removed"] is False
     assert log["topics"][1] == "0x" + "00" * 12 + holder.address[2:].lower()
     assert int(log["data"], 16) == 1_500_000
+    # A range reaching past the head ends at the head (as geth does), not in an error.
+    beyond = eth_chain.rpc("eth_getLogs", {"fromBlock": block, "toBlock": hex(int(block, 16) + 100), "address": token})
+    assert [x["transactionHash"] for x in beyond] == [txid]
     balance = eth_chain.rpc("eth_call", {"to": token, "data": "0x" + erc20.balance_of_data(OTHER).hex()}, "latest")
     assert int(balance, 16) == 1_500_000
     # The mint's Transfer (from the zero address) is there too, over the whole range.

@@ -6,9 +6,10 @@
 mining are ours: raw transactions wait in our own mempool (so one block may hold several
 transactions of one sender, which eth-tester's own manual mode cannot do) and are applied to
 py-evm only when a block is mined. Block tags `safe` / `finalized` are `latest` minus
-`safe_depth` / `finalized_depth`. Test-only methods: `evm_mine`, `evm_snapshot`,
-`evm_revert`, `coffer_reorg`, `coffer_fund`, `coffer_deployErc20`, `coffer_mintErc20`,
-`coffer_setAutoMine`. Everything is in memory; one lock serialises py-evm.
+`safe_depth` / `finalized_depth`; `max_log_range` caps eth_getLogs ranges as hosted providers
+do. Test-only methods: `evm_mine`, `evm_snapshot`, `evm_revert`, `coffer_reorg`,
+`coffer_fund`, `coffer_deployErc20`, `coffer_mintErc20`, `coffer_setAutoMine`,
+`coffer_mempool`. Everything is in memory; one lock serialises py-evm.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ class _Pending:
 class EthTestChain:
     """One in-memory Ethereum chain. Thread-safe: every public method takes the lock."""
 
-    def __init__(self, *, auto_mine: bool = True, safe_depth: int = 2, finalized_depth: int = 4) -> None:
+    def __init__(self, *, auto_mine: bool = True, safe_depth: int = 2, finalized_depth: int = 4,
+                 max_log_range: int | None = None) -> None:
         from eth_tester import EthereumTester, PyEVMBackend
         from web3 import Web3
         from web3.providers.eth_tester import EthereumTesterProvider
@@ -126,6 +128,7 @@ class EthTestChain:
         self.auto_mine = auto_mine
         self.safe_depth = safe_depth
         self.finalized_depth = finalized_depth
+        self.max_log_range = max_log_range  # like hosted providers' eth_getLogs block-range cap
         self._mempool: list[_Pending] = []
         self._raw_by_hash: dict[bytes, bytes] = {}
         self._faucet_key = FAUCET_KEY_INT.to_bytes(32, "big")
@@ -260,6 +263,9 @@ class EthTestChain:
         else:
             from_block = self._block_number(flt.get("fromBlock"), latest)
             to_block = self._block_number(flt.get("toBlock"), latest)
+        if self.max_log_range is not None and to_block - from_block + 1 > self.max_log_range:
+            raise RpcError(f"eth_getLogs is limited to a {self.max_log_range} block range", -32005)
+        to_block = min(to_block, latest)  # a range reaching past the head ends at the head, as geth does
         if from_block > to_block:
             return []
         address = flt.get("address")
