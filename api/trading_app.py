@@ -138,6 +138,10 @@ def _public_routes(app: FastAPI) -> None:
         """Every market with its tick, lot, minimum notional and fees."""
         return [m.public() for m in (await _ctx(request).markets()).values()]
 
+    from api.market_data import add_market_data_routes
+
+    add_market_data_routes(app)
+
 
 
 def _private_routes(app: FastAPI) -> None:

@@ -74,7 +74,7 @@ class _Session:
         self.ctx = ctx
         self.listener = Listener(queue_max)
         self.public: dict[str, tuple[str, Any]] = {}  # ws channel -> (redis channel, formatter)
-        self.redis_to_ws: dict[str, str] = {}
+        self.redis_to_ws: dict[str, set[str]] = {}
         self.user_id: int | None = None
         self.user_subs: set[str] = set()
         self.send_lock = asyncio.Lock()
@@ -139,7 +139,7 @@ class _Session:
 
             redis_channel, formatter = resolve_channel(channel, await self.ctx.markets())
             self.public[channel] = (redis_channel, formatter)
-            self.redis_to_ws[redis_channel] = channel
+            self.redis_to_ws.setdefault(redis_channel, set()).add(channel)
             await self.hub.add(self.listener, redis_channel)
         await self.send({"type": "subscribed", "channel": channel})
 
@@ -148,8 +148,11 @@ class _Session:
             self.user_subs.discard(channel)
         elif channel in self.public:
             redis_channel, _ = self.public.pop(channel)
-            self.redis_to_ws.pop(redis_channel, None)
-            await self.hub.remove(self.listener, redis_channel)
+            users = self.redis_to_ws.get(redis_channel, set())
+            users.discard(channel)
+            if not users:
+                self.redis_to_ws.pop(redis_channel, None)
+                await self.hub.remove(self.listener, redis_channel)
         await self.send({"type": "unsubscribed", "channel": channel})
 
     async def pump(self) -> None:
@@ -163,10 +166,13 @@ class _Session:
             if item is None:
                 continue
             redis_channel, data = item
-            ws_channel = self.redis_to_ws.get(redis_channel)
-            if ws_channel is not None:
-                _, formatter = self.public[ws_channel]
-                await self.send({"channel": ws_channel, "data": formatter(data)})
+            ws_channels = self.redis_to_ws.get(redis_channel)
+            if ws_channels:
+                for ws_channel in sorted(ws_channels):
+                    _, formatter = self.public[ws_channel]
+                    view = formatter(data)
+                    if view is not None:
+                        await self.send({"channel": ws_channel, "data": view})
                 continue
             if self.user_id is None or not self.user_subs:
                 continue

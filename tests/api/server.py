@@ -102,11 +102,14 @@ async def intake_consumers(db_url: str, redis_url: str, shards: int) -> AsyncIte
 async def order_pipeline(db_url: str, redis_url: str, shards: int,
                          markets: tuple[str, ...] = ("BTC-USDT", "ETH-USDT", "ETH-BTC")) -> AsyncIterator[None]:
     """The whole order path in this event loop: the ledger's intake consumers (one per shard),
-    the matcher runners and the ledger's settlement consumers (one per market)."""
+    the matcher runners, the ledger's settlement consumers and the market-data consumers
+    (one per market)."""
     import redis.asyncio as aioredis
 
     from ledger.intake import IntakeConsumer
     from ledger.settlement import SettlementConsumer
+    from matcher.marketdata import MarketDataConfig
+    from matcher.marketdata import run_markets as run_market_data
     from matcher.runner import RunnerConfig, run_markets
 
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=shards + len(markets) + 2)
@@ -115,6 +118,7 @@ async def order_pipeline(db_url: str, redis_url: str, shards: int,
     tasks = [asyncio.create_task(IntakeConsumer(pool, red, shard=k, block_ms=20).run(stop)) for k in range(shards)]
     tasks += [asyncio.create_task(SettlementConsumer(pool, red, market=m, block_ms=20).run(stop)) for m in markets]
     tasks.append(asyncio.create_task(run_markets(RunnerConfig(markets, redis_url, block_ms=20), stop)))
+    tasks.append(asyncio.create_task(run_market_data(MarketDataConfig(markets, redis_url, db_url, block_ms=20), stop)))
     try:
         yield
     finally:
