@@ -25,8 +25,11 @@ class EnginePump:
         self.wm: dict[int, int] = {}
         self.accepted = 0
         self.dropped = 0
+        self._unsent: tuple[list[Event], dict[Any, Any]] | None = None
 
     async def step(self, block_ms: int | None = None) -> int:
+        if self._unsent is not None:  # a write that failed (Redis down): retry the same output
+            await self._write(*self._unsent)
         resp: Any = await self.redis.xread({keys.match_in(self.market): self.last_in}, count=1000, block=block_ms)
         if not resp:
             return 0
@@ -41,14 +44,21 @@ class EnginePump:
                 self.accepted += 1
                 events.extend(self.engine.apply(cmd))
         self.last_in = entries[-1][0].decode()
+        ckpt: dict[Any, Any] = {"seq": self.engine.seq, "in_id": self.last_in}
+        ckpt.update({keys.watermark_field(s): v for s, v in self.wm.items()})
+        self._unsent = (events, ckpt)
+        await self._write(events, ckpt)
+        return len(entries)
+
+    async def _write(self, events: list[Event], ckpt: dict[Any, Any]) -> None:
+        """Events and checkpoint in one MULTI/EXEC; if the reply is lost after Redis applied it,
+        the retry writes the same seqs again, which settlement drops."""
         pipe = self.redis.pipeline(transaction=True)
         if events:
             pipe.xadd(keys.match_out(self.market), {BATCH_FIELD: encode_batch(events)})
-        ckpt: dict[Any, Any] = {"seq": self.engine.seq, "in_id": self.last_in}
-        ckpt.update({keys.watermark_field(s): v for s, v in self.wm.items()})
         pipe.hset(keys.checkpoint(self.market), mapping=ckpt)
         await pipe.execute()
-        return len(entries)
+        self._unsent = None
 
     async def drain(self) -> None:
         while await self.step():
