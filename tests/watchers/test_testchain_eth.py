@@ -168,6 +168,10 @@ def test_manual_mining_puts_two_txs_of_one_sender_in_one_block(eth_chain: EthCha
 
 
 def test_garbage_and_wrong_chain_transactions_are_refused(eth_chain: EthChain) -> None:
+    past_head = hex(eth_chain.block_number() + 1000)
+    with pytest.raises(RuntimeError, match="header not found"):
+        eth_chain.rpc("eth_getBalance", OTHER, past_head)
+    assert eth_chain.rpc("eth_getBlockByNumber", past_head, False) is None
     with pytest.raises(RuntimeError, match="invalid signed transaction"):
         eth_chain.rpc("eth_sendRawTransaction", "0x02deadbeef")
     tx = {"type": 2, "chainId": 1, "nonce": 0, "to": OTHER, "value": 1, "gas": 21000,

@@ -170,8 +170,13 @@ class EthTestChain:
         fn = self._methods.get(method)
         if fn is None:
             raise RpcError(f"the method {method} does not exist/is not available", METHOD_NOT_FOUND)
+        from eth_tester.exceptions import BlockNotFound
+
         with self._lock:
-            result = fn(list(params or []))
+            try:
+                result = fn(list(params or []))
+            except BlockNotFound:
+                raise RpcError("header not found") from None  # geth's answer for a block past the head
         return to_rpc_json(camelize(result))
 
     # -- helpers -----------------------------------------------------------------------------
@@ -293,8 +298,7 @@ class EthTestChain:
             raise RpcError("eth_feeHistory needs blockCount and newestBlock", INVALID_PARAMS)
         count = max(1, min(1024, parse_quantity(params[0], "blockCount")))
         newest_tag = self._resolve_tag(params[1])
-        newest = self._latest_number() if newest_tag in ("latest", "pending") else (
-            0 if newest_tag == "earliest" else parse_quantity(newest_tag, "newestBlock"))
+        newest = min(self._latest_number(), self._block_number(newest_tag, self._latest_number()))
         percentiles = [float(p) for p in (params[2] if len(params) > 2 and params[2] else [])]
         oldest = max(0, newest - count + 1)
         base_fees: list[int] = []
