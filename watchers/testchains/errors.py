@@ -1,14 +1,17 @@
 """Errors of the local test chains: what a test, a client or `coffer chain` did wrong.
 
-The root is `ChainServerError` (a `watchers` error, so `coffer chain` prints it as one line).
+The root is `ChainServerError`, a `watchers.errors.WatcherError` (so `coffer chain` prints it
+as one line).
 `RpcError` carries a JSON-RPC error code for the Ethereum server; `TxRejectedError` is a
 transaction the Bitcoin regtest server refuses (answered as HTTP 400 with its message).
 """
 
 from __future__ import annotations
 
+from watchers.errors import WatcherError
 
-class ChainServerError(Exception):
+
+class ChainServerError(WatcherError):
     """Root error of watchers.testchains."""
 
 
