@@ -83,7 +83,7 @@ async def eventually(fn: Any, timeout_s: float = 20.0) -> Any:
 async def next_data(ws: ClientConnection, pred: Any, timeout_s: float = 15.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
-        msg = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
+        msg: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
         if "data" in msg and pred(msg):
             return msg
 
