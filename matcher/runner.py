@@ -229,31 +229,48 @@ class MarketRunner:
         if res != 1:
             raise LeaseLostError(f"{self.market}: snapshot refused ({res})")
 
+    async def _read(self) -> Any:
+        return await self.r.xread({self.k_in: self.in_id}, count=self.config.batch, block=self.config.block_ms)
+
     async def lead(self) -> None:
         """Process input while we hold the lease; returns on stop, raises when fenced off."""
         await self.recover()
         last_snap = time.monotonic()
         last_renew = time.monotonic()
         renew_every = self.config.lease_ms / 3000
-        while not self.stop.is_set():
-            reply = await self.r.xread({self.k_in: self.in_id}, count=self.config.batch, block=self.config.block_ms)
-            now = time.monotonic()
-            if not reply:
-                if now - last_renew >= renew_every:
-                    if not await self._renew(keys=[self.k_lease], args=[self.token, self.config.lease_ms]):
-                        raise LeaseLostError(f"{self.market}: lease lost while idle")
-                    last_renew = now
-                continue
-            prev_seq, prev_in = self.engine.seq, self.in_id
-            rows: list[dict[str, Any]] = []
-            for entry_id, fields in reply[0][1]:
-                self._apply_entry(fields, rows)
-                self.in_id = entry_id.decode()
-            await self._commit_batch(prev_seq, prev_in, rows)
-            last_renew = now
-            if now - last_snap >= self.config.snapshot_interval_s:
-                await self._write_snapshot()
-                last_snap = now
+        read_ahead: asyncio.Task[Any] | None = None
+        try:
+            while not self.stop.is_set():
+                if read_ahead is not None:
+                    reply = await read_ahead
+                    read_ahead = None
+                else:
+                    reply = await self._read()
+                now = time.monotonic()
+                if not reply:
+                    if now - last_renew >= renew_every:
+                        if not await self._renew(keys=[self.k_lease], args=[self.token, self.config.lease_ms]):
+                            raise LeaseLostError(f"{self.market}: lease lost while idle")
+                        last_renew = now
+                    continue
+                prev_seq, prev_in = self.engine.seq, self.in_id
+                rows: list[dict[str, Any]] = []
+                for entry_id, fields in reply[0][1]:
+                    self._apply_entry(fields, rows)
+                    self.in_id = entry_id.decode()
+                # Read the next batch while this one commits (the read does not depend on the commit;
+                # if the commit is refused, the read-ahead is thrown away with the rest of the state).
+                read_ahead = asyncio.create_task(self._read())
+                await self._commit_batch(prev_seq, prev_in, rows)
+                last_renew = now
+                if now - last_snap >= self.config.snapshot_interval_s:
+                    await self._write_snapshot()
+                    last_snap = now
+        finally:
+            if read_ahead is not None:
+                read_ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await read_ahead
         if self.commits:
             await self._write_snapshot()  # a clean stop leaves a fresh snapshot: fast restart
 
