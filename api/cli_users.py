@@ -1,8 +1,9 @@
 """`coffer users create` and `coffer keys create|revoke`: users and their API credentials.
 
 `users create` adds a user (table `users`, owned by the ledger) and, unless `--no-key`, an
-API key for it; `keys create --user ID` adds another key. The secret is printed once, here,
-and never again: only its encryption under the API master key (api/secretbox.py,
+API key for it; `keys create --user ID` adds another key; `users demo` prints the demo user
+of `coffer up` (api/demo.py: created and funded once, kept in the data dir, never in prod).
+A new secret is printed once, here, and never again: only its encryption under the API master key (api/secretbox.py,
 `COFFER_API_MASTER_KEY` or `<COFFER_DATA_DIR>/api-master.key` outside prod) is stored.
 The database is `--database-url` or `COFFER_DATABASE_URL`.
 """
@@ -31,6 +32,10 @@ def register(sub: Any) -> None:
     create.add_argument("--no-key", action="store_true", help="do not create an API key")
     create.add_argument("--label", default="", help="label stored with the key")
     create.set_defaults(func=_users_create)
+    demo = ucmd.add_parser("demo", help="create (once) and print the funded demo user of `coffer up` (not in prod)")
+    demo.add_argument("--database-url", default=None, help="PostgreSQL URL (default COFFER_DATABASE_URL)")
+    demo.add_argument("--no-funds", action="store_true", help="do not credit the demo balances")
+    demo.set_defaults(func=_users_demo)
 
     keys: argparse.ArgumentParser = sub.add_parser("keys", help="API keys of trading users")
     kcmd = keys.add_subparsers(dest="keys_command", metavar="CMD")
@@ -108,6 +113,18 @@ def _users_create(args: argparse.Namespace) -> int:
     master = _master(settings)
     user_id, key_id, secret = asyncio.run(create_user_with_key(url, master, args.label, not args.no_key))
     _print_credentials(user_id, key_id, secret)
+    return 0
+
+
+def _users_demo(args: argparse.Namespace) -> int:
+    from api.demo import ensure_demo_user
+
+    settings = Settings.from_env()
+    url = _database_url(args, settings)
+    creds = asyncio.run(ensure_demo_user(url, settings.data_dir, settings.env, fund=not args.no_funds))
+    print(f"user_id:    {creds.user_id}")
+    print(f"api_key:    {creds.key_id}")
+    print(f"api_secret: {creds.secret.get()}")
     return 0
 
 

@@ -151,3 +151,41 @@ def test_cli_prints_credentials_once(db_url: str, tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
     assert bad.stderr.strip() == "coffer: error: user 987654 does not exist"
+
+
+def test_demo_user_is_created_once_and_funded_once(db_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from ledger.demo import seed_demo
+
+    async def seed() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            async with conn.transaction():
+                await seed_demo(conn, network="regtest", usdt_contract=None)
+        finally:
+            await conn.close()
+
+    asyncio.run(seed())
+    env = {**os.environ, "COFFER_DATABASE_URL": db_url, "COFFER_DATA_DIR": str(tmp_path), "COFFER_ENV": "dev"}
+    env.pop("COFFER_API_MASTER_KEY", None)
+    runs = [subprocess.run([sys.executable, "-m", "coffer", "users", "demo"], env=env, capture_output=True,
+                           text=True, timeout=60) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout and "api_secret:" in runs[0].stdout
+    assert (tmp_path / "demo-user.json").stat().st_mode & 0o777 == 0o600
+    user_id = int(runs[0].stdout.split("user_id:")[1].split()[0])
+
+    async def balances() -> dict[str, int]:
+        conn = await asyncpg.connect(db_url)
+        try:
+            rows = await conn.fetch("SELECT asset, available FROM balances WHERE user_id = $1", user_id)
+            return {r["asset"]: int(r["available"]) for r in rows}
+        finally:
+            await conn.close()
+
+    assert asyncio.run(balances()) == {"BTC": 100_000_000, "ETH": 10_000_000_000, "USDT": 100_000_000_000}
+    prod = subprocess.run([sys.executable, "-m", "coffer", "users", "demo"], env={**env, "COFFER_ENV": "prod",
+                          "COFFER_SERVICE_TOKEN": "a-real-token-1234567890"}, capture_output=True, text=True,
+                          timeout=60)
+    assert prod.returncode == 1 and "prod" in prod.stderr
