@@ -85,6 +85,8 @@ async def test_btc_reorg_before_threshold_then_credited_once(btc_chain: BtcChain
     try:
         await add_addresses(conn, [(203, "btc", carol)], first_index=10)
         async with watcher(db_url, "btc", btc_chain.url, btc_start, retry=FAST_RETRY) as w:
+            await in_thread(btc_chain.mine, 2)  # blocks below the reorg that the watcher keeps
+            await w.run_once()
             txid = await in_thread(btc_chain.faucet, carol, 300_000)
             await in_thread(btc_chain.mine, 1)
             await w.run_once()
@@ -133,7 +135,9 @@ async def test_btc_reorg_after_credit_reverses_and_alerts(btc_chain: BtcChain, d
     try:
         await add_addresses(conn, [(205, "btc", erin)], first_index=20)
         async with watcher(db_url, "btc", btc_chain.url, btc_start, retry=FAST_RETRY) as w:
+            await in_thread(btc_chain.mine, 2)  # blocks below the reorg that the watcher keeps
             txid = await in_thread(btc_chain.faucet, erin, 1_000_000)
+            raw_hex = btc_chain.get(f"/tx/{txid}/hex").text
             await in_thread(btc_chain.mine, 2)
             await w.run_once()
             assert await available(conn, 205, "BTC") == 1_000_000
@@ -148,6 +152,15 @@ async def test_btc_reorg_after_credit_reverses_and_alerts(btc_chain: BtcChain, d
                 "SELECT kind FROM watcher_alerts WHERE deposit_key = $1", row["deposit_key"])]
             assert kinds == ["deposit_reversed"]
             assert any(r.levelno == logging.ERROR and txid in r.getMessage() for r in caplog.records)
+            # The same signed tx broadcast again and mined: credited again, under a new ledger key.
+            assert btc_chain.post("/tx", raw_hex).text == txid
+            await in_thread(btc_chain.mine, 2)
+            await w.run_once()
+            assert await available(conn, 205, "BTC") == 1_000_000
+            ledger_rows = await ledger_deposits(conn, txid)
+            assert [(r["deposit_key"], r["state"]) for r in ledger_rows] == [
+                (row["deposit_key"], "reversed"), (row["deposit_key"] + ":g1", "credited")]
+            assert (await deposit_row(conn, txid))["status"] == "credited"
     finally:
         await conn.close()
 
@@ -160,6 +173,7 @@ async def test_rate_limited_esplora_skips_no_block(btc_chain: BtcChain, db_url: 
     try:
         await add_addresses(conn, [(u, "btc", a) for u, a in users], first_index=30)
         async with watcher(db_url, "btc", btc_chain.url, btc_start, retry=FAST_RETRY) as w:
+            await in_thread(btc_chain.mine, 1)
             await w.run_once()
             before = await conn.fetchval("SELECT height FROM watcher_cursors WHERE chain = 'btc'")
             txids = {}

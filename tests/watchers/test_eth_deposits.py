@@ -100,6 +100,8 @@ async def test_reorg_before_threshold_not_credited_then_credited_once_remined(
     try:
         await add_addresses(conn, [(103, "eth", carol)], first_index=200)
         async with watcher(db_url, "eth", eth_chain.url, int(str(eth_setup["start"]))) as w:
+            await in_thread(eth_chain.mine, 3)  # blocks below the reorg that the watcher keeps
+            await w.run_once()
             txid = await in_thread(eth_chain.fund, carol, 2 * 10**18)
             await in_thread(eth_chain.mine, 1)
             await w.run_once()
@@ -133,6 +135,8 @@ async def test_reorg_after_credit_reverses_and_alerts(eth_chain: EthChain, db_ur
     try:
         await add_addresses(conn, [(104, "eth", dave)], first_index=300)
         async with watcher(db_url, "eth", eth_chain.url, int(str(eth_setup["start"]))) as w:
+            await in_thread(eth_chain.mine, 3)  # blocks below the reorg that the watcher keeps
+            await w.run_once()
             txid = await in_thread(eth_chain.fund, dave, 4 * 10**18)
             await in_thread(eth_chain.mine, 3)
             await w.run_once()
@@ -186,6 +190,7 @@ async def test_followed_outgoing_tx_confirms_and_goes_back_on_reorg(eth_chain: E
     conn = await asyncpg.connect(db_url)
     try:
         async with watcher(db_url, "eth", eth_chain.url, int(str(eth_setup["start"]))) as w:
+            await in_thread(eth_chain.mine, 2)  # blocks below the reorg that the watcher keeps
             await w.run_once()
             # the service's own "withdrawal": a transfer to an address that is not a deposit address
             txid = await in_thread(eth_chain.fund, new_address(), 10**17)
