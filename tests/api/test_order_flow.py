@@ -76,3 +76,28 @@ async def test_crossing_orders_fill_and_settle_to_the_unit(db_url: str, redis_ur
                 break
             await asyncio.sleep(0.05)
         assert await balances_of(db_url, alice) == a_bal
+
+
+@pytest.mark.asyncio
+async def test_two_api_instances_share_the_pipeline(db_url: str, redis_url: str, tmp_path: Path) -> None:
+    """Stateless instances: each gets the ledger's replies on its own channel; either reads any order."""
+    await seed_markets(db_url)
+    alice, a_key, a_secret = await new_user(db_url, tmp_path)
+    bob, b_key, b_secret = await new_user(db_url, tmp_path)
+    await credit(db_url, alice, "ETH", 5 * 10**9, "two-eth-a")
+    await credit(db_url, bob, "BTC", 10**8, "two-btc-b")
+    config = config_for(db_url, redis_url, tmp_path)
+    async with running_api(config) as url1, running_api(config) as url2, order_pipeline(db_url, redis_url, 2), \
+            CofferClient(url1, a_key, a_secret) as a1, CofferClient(url2, a_key, a_secret) as a2, \
+            CofferClient(url2, b_key, b_secret) as b2:
+        results = await asyncio.gather(
+            a1.place_order(market="ETH-BTC", side="sell", price="0.05000", quantity="1.000"),
+            a2.place_order(market="ETH-BTC", side="sell", price="0.05100", quantity="1.000"),
+        )
+        assert [r["status"] for r in results] == ["open", "open"]
+        assert {o["id"] for o in await a2.orders(status="open")} == {r["id"] for r in results}
+        take = await b2.place_order(market="ETH-BTC", side="buy", price="0.05100", quantity="1.500")
+        assert take["status"] == "filled" and take["filled_quote"] == "0.07550000"
+        assert (await a1.order(results[0]["id"]))["status"] == "filled"
+        assert (await a1.order(results[1]["id"]))["status"] == "partially_filled"
+        assert repr(a1).find(a_secret) == -1
