@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 
 from ledger.errors import IntakeProtocolError
@@ -43,3 +45,15 @@ def test_reply_and_shard() -> None:
     assert decode_reply(encode_reply(r)) == r
     assert [shard_for_user(u, 4) for u in range(6)] == [0, 1, 2, 3, 0, 1]
     assert intake_stream(3) == "intake{3}"
+
+
+def test_fast_command_encoding_equals_the_protocol_encoding() -> None:
+    from ledger.intake import encode_commands
+    from matcher.protocol import CancelOrder, PlaceOrder, encode_batch
+
+    cmds: list[Any] = [
+        PlaceOrder(1, 2, "buy", "limit", 100, 5, None, "GTC", False, "none", 0, 1, 7),
+        PlaceOrder(3, 2, "buy", "market", None, None, 77, "IOC", False, "cancel_taker", 1, 2, 8),
+        CancelOrder(1, 2, 0, 3, 9),
+    ]
+    assert encode_commands(cmds) == encode_batch(cmds)
