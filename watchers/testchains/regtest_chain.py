@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from watchers.testchains.btc_verify import verify_input
@@ -144,7 +145,9 @@ def regtest_script(address: str) -> bytes:
     return bytes(script.data)
 
 
+@lru_cache(maxsize=65536)
 def script_address(script: bytes) -> str | None:
+    """The regtest address of a scriptPubKey, or None (cached: bech32 in Python is slow)."""
     from embit.networks import NETWORKS
     from embit.script import Script
 
