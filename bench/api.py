@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -160,6 +161,7 @@ def main() -> None:
                 p.wait(5)
         pg_server.stop()
         redis_server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

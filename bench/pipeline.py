@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -288,6 +289,15 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
             "orders_placed": placed, "requests_offered": offered, "drain_s": round(total_s - send_s, 2)}
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -348,7 +358,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 procs.append(subprocess.Popen([sys.executable, "-m", "coffer", *argv], env=env, stdout=log,
                                               stderr=subprocess.STDOUT, start_new_session=True))
         result = asyncio.run(_measure(args, db_url, redis_server.url, procs))
-        result["logs"] = str(logs)
+        # where the CPU went (the whole run, setup excluded for the children)
+        result["cpu_s"] = {"ledger": round(_cpu_s(procs[0].pid), 1), "matcher": round(_cpu_s(procs[1].pid), 1),
+                           "bench_client": round(_cpu_s(os.getpid()), 1)}
+        result["load_avg_1m"] = round(os.getloadavg()[0], 2)
         return result
     finally:
         for p in procs:
@@ -362,6 +375,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 p.wait(5)
         pg_server.stop()
         redis_server.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
@@ -375,6 +390,7 @@ def main() -> None:
     parser.add_argument("--latency-s", type=float, default=10.0)
     parser.add_argument("--throughput-s", type=float, default=30.0)
     parser.add_argument("--max-backlog", type=int, default=40_000)
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (data and service logs)")
     args = parser.parse_args()
     result = run(args)
     print(json.dumps(result))
