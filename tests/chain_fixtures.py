@@ -11,7 +11,7 @@ Bitcoin regtest). Registered from tests/conftest.py via `pytest_plugins`.
   (other options, or a chain of their own to kill).
 
 Each chain process is stopped (SIGTERM, then SIGKILL) at teardown; its stderr goes to a temp
-log file whose path is in `ChainProcess.log_path`.
+log file whose path is in `ChainProcess.log_path` (removed after a clean exit, kept otherwise).
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ class ChainProcess:
                 self.proc.wait(timeout=10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        if self.proc.returncode == 0:  # a clean shutdown: the log is of no further use
+            self.log_path.unlink(missing_ok=True)
 
 
 @contextmanager
