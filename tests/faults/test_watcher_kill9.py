@@ -5,7 +5,8 @@ The deposits go to 200 users on the local Ethereum chain (auto-mine: one block p
 so credits are spread over ~200 block transactions and the kills land between and inside
 them). Checks: one ledger `deposits` row per payment, state credited, exact amount; every
 balance equals the payment and equals the sum of its journal rows (the ledger's audit rule);
-the watcher's own deposit rows all credited; the block-hash chain contiguous.
+the ledger's audit (`ledger.audit.run_audit`) clean; the watcher's own deposit rows all
+credited; the block-hash chain contiguous.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncpg
 import pytest
 from eth_account import Account
 
+from ledger.audit import run_audit
 from tests.chain_fixtures import EthChain
 from tests.watchers.helpers import add_addresses, seed
 
@@ -109,6 +111,7 @@ def test_kill9_during_200_deposits_credits_each_exactly_once(eth_chain: EthChain
             journal = {(r["user_id"], r["asset"]): int(r["s"]) for r in await conn.fetch(
                 "SELECT user_id, asset, sum(d_available) AS s FROM balance_journal GROUP BY user_id, asset")}
             assert balances == journal
+            assert await run_audit(conn) == []  # the ledger's own audit: clean
             assert balances == {(u, "ETH"): amounts_gwei[u] for u in users}
             statuses = await conn.fetch("SELECT status, count(*) AS n FROM watcher_deposits GROUP BY status")
             assert {r["status"]: r["n"] for r in statuses} == {"credited": DEPOSITS}

@@ -12,6 +12,7 @@ import asyncpg
 import coincurve
 import pytest
 
+from ledger.audit import run_audit
 from tests.chain_fixtures import BtcChain
 from tests.watchers.helpers import (
     add_addresses,
@@ -161,6 +162,7 @@ async def test_btc_reorg_after_credit_reverses_and_alerts(btc_chain: BtcChain, d
             assert [(r["deposit_key"], r["state"]) for r in ledger_rows] == [
                 (row["deposit_key"], "reversed"), (row["deposit_key"] + ":g1", "credited")]
             assert (await deposit_row(conn, txid))["status"] == "credited"
+            assert await run_audit(conn) == []  # the ledger's audit stays clean
     finally:
         await conn.close()
 

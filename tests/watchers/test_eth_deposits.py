@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from eth_account import Account
 
+from ledger.audit import run_audit
 from tests.chain_fixtures import EthChain
 from tests.watchers.helpers import (
     add_addresses,
@@ -153,6 +154,7 @@ async def test_reorg_after_credit_reverses_and_alerts(eth_chain: EthChain, db_ur
                                       row["deposit_key"])
             assert [a["kind"] for a in alerts] == ["deposit_reversed"]
             assert any(r.levelno == logging.ERROR and txid.lower() in r.getMessage() for r in caplog.records)
+            assert await run_audit(conn) == []  # the ledger's audit stays clean
     finally:
         await conn.close()
 
