@@ -146,6 +146,12 @@ def main() -> None:
                 procs.append(subprocess.Popen([sys.executable, "-m", "coffer", *argv], env=env, stdout=log,
                                               stderr=subprocess.STDOUT, start_new_session=True))
         result = asyncio.run(_measure(f"http://127.0.0.1:{port}", creds, args.clients, args.seconds))
+        from bench.pipeline import _cpu_s
+
+        result["cpu_s"] = {name: round(_cpu_s(p.pid), 1) for name, p in zip(("ledger", "matcher", "api"), procs,
+                                                                               strict=True)}
+        result["cpu_s"]["bench_clients"] = round(_cpu_s(os.getpid()), 1)
+        result["load_avg_1m"] = round(os.getloadavg()[0], 2)
         result["api_processes"] = 1
         result["settings"] = "postgres fsync=off; redis appendfsync everysec; 2 shared cores; client in-process"
         print(json.dumps(result))
