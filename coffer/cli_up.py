@@ -34,6 +34,10 @@ def register(sub: Any) -> None:
         "--postgres-port", type=int, default=None, help="port for the private PostgreSQL (default: free)"
     )
     parser.add_argument("--no-services", action="store_true", help="only servers and migrations, no services")
+    parser.add_argument(
+        "--no-demo", action="store_true",
+        help="no local test chains, demo assets, markets or demo user (services only)",
+    )
     parser.set_defaults(func=_up)
 
 
@@ -57,8 +61,8 @@ def _up(args: argparse.Namespace) -> int:
     from coffer.cli import build_parser
     from coffer.cli_db import migrate_url
     from coffer.dbcheck import check_postgres, check_redis
-    from coffer.localservices import PostgresServer, RedisServer
-    from coffer.stack import StackPaths, plan_services
+    from coffer.localservices import PostgresServer, RedisServer, free_port
+    from coffer.stack import StackPaths, has_command, plan_services
     from coffer.supervisor import Supervisor, format_table, install_stop_handlers
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -109,8 +113,24 @@ def _up(args: argparse.Namespace) -> int:
             "COFFER_DATA_DIR": str(paths.root),
         }
         supervisor = Supervisor(paths.logs, base_env=env)
+        parser = build_parser()
+        demo = not args.no_services and not args.no_demo and has_command(parser, ("chain",))
+        specs = []
+        if demo and not stop_requested:
+            from coffer import demo as demo_mode
+
+            eth_port, btc_port = free_port(), free_port()
+            for spec in demo_mode.chain_specs(eth_port, btc_port):
+                supervisor.start(spec)
+                rows.append((spec.name, spec.url))
+            ready = demo_mode.prepare(paths.root, database_url, f"http://127.0.0.1:{eth_port}",
+                                      f"http://127.0.0.1:{btc_port}", settings.env)
+            supervisor.update_env(ready.env)
+            rows.extend(ready.rows)
+            if has_command(parser, ("watcher", "run")):
+                specs.extend(demo_mode.watcher_specs())
         if not args.no_services and not stop_requested:
-            for spec in plan_services(settings, build_parser()):
+            for spec in plan_services(settings, parser) + specs:
                 supervisor.start(spec)
                 rows.append((spec.name, spec.url or f"running (log {paths.logs / (spec.name + '.log')})"))
         print("coffer is up:")

@@ -54,6 +54,11 @@ def plan_services(settings: Settings, parser: argparse.ArgumentParser) -> list[S
         for market in DEMO_MARKETS:
             argv += ["--market", market]
         candidates.append(ServiceSpec("matcher", tuple(argv)))
+    if has_command(parser, ("matcher", "marketdata")):
+        argv = ["matcher", "marketdata"]
+        for market in DEMO_MARKETS:
+            argv += ["--market", market]
+        candidates.append(ServiceSpec("marketdata", tuple(argv)))
     if has_command(parser, ("api", "trading")):
         candidates.append(
             ServiceSpec(

@@ -83,6 +83,10 @@ class Supervisor:
             time.sleep(0.05)
         raise RuntimeError(f"{spec.name} was not ready within {timeout_s:.0f} s; see {path}")
 
+    def update_env(self, extra: Mapping[str, str]) -> None:
+        """Environment for children started from now on."""
+        self._base_env.update(extra)
+
     def pids(self) -> list[int]:
         return [c.proc.pid for c in self._children if c.proc.poll() is None]
 
