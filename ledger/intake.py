@@ -85,7 +85,6 @@ class BatchResult:
     forwards: dict[str, list[Command]] = field(default_factory=lambda: defaultdict(list))
     replies: list[tuple[str, Reply]] = field(default_factory=list)
     balances: list[tuple[int, str, int, int]] = field(default_factory=list)
-    order_events: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     skipped: bool = False
 
 
@@ -259,8 +258,6 @@ class IntakeConsumer:
                 pipe.publish(channel, encode_reply(reply))
                 n += 1
         per_user: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for user, ev in result.order_events:
-            per_user[user].append(ev)
         for user, asset, available, frozen in result.balances:
             per_user[user].append({"type": "balance", "asset": asset, "available": available, "frozen": frozen})
         for user, events in per_user.items():
@@ -306,7 +303,8 @@ class IntakeConsumer:
             return user in negative_users
 
         def reject(r: Request, kind: str, reason: str, **kw: Any) -> None:
-            res.replies.append((r.reply_to, Reply(r.rid, False, kind, "rejected", reason=reason, **kw)))
+            if r.reply_to:
+                res.replies.append((r.reply_to, Reply(r.rid, False, kind, "rejected", reason=reason, **kw)))
 
         def apply(ds: tuple[Delta, ...], kind: str, ref: int) -> None:
             for d in ds:
@@ -371,10 +369,9 @@ class IntakeConsumer:
                 by_id[oid] = k
                 if coid is not None:
                     by_coid[(r.user, coid)] = k
-                res.replies.append((r.reply_to, Reply(r.rid, True, "place", "pending", order_id=oid,
-                                                      client_order_id=coid)))
-                res.order_events.append((r.user, {"type": "order", "market": r.market, "order_id": oid,
-                                                  "state": "pending", "filled_lots": 0, "ts_ms": r.ts_ms}))
+                if r.reply_to:
+                    res.replies.append((r.reply_to, Reply(r.rid, True, "place", "pending", order_id=oid,
+                                                          client_order_id=coid)))
             elif isinstance(r, CancelRequest):
                 target = by_id.get(r.order_id) if r.order_id is not None else (
                     by_coid.get((r.user, r.client_order_id)) if r.client_order_id is not None else None)

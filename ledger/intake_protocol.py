@@ -27,7 +27,8 @@ User events. After each committed settlement batch the ledger publishes on
    "price_ticks", "qty_lots", "base_amount", "quote_amount", "fee", "fee_asset", "ts_ms"}
   {"type": "order", "market", "order_id", "state", "filled_lots", "ts_ms"}
   {"type": "balance", "asset", "available", "frozen"}   (new totals, ledger units)
-The intake consumer publishes `order` (state pending/rejected) and `balance` events too.
+The intake consumer publishes `balance` events too (after a freeze or a withdrawal hold);
+the order's `pending`/`rejected` outcome travels in the reply only.
 """
 
 from __future__ import annotations

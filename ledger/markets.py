@@ -71,14 +71,31 @@ def _on_grid(text: str, step: str, what: str) -> int:
     return n
 
 
+# Parsed (string, step) -> count, since order flow repeats the same few prices and sizes;
+# bounded so a flood of distinct strings cannot grow it without limit.
+_GRID_CACHE: dict[tuple[str, str], int] = {}
+_GRID_CACHE_MAX = 100_000
+
+
+def _cached_grid(text: str, step: str, what: str) -> int:
+    key = (text, step)
+    n = _GRID_CACHE.get(key)
+    if n is None:
+        n = _on_grid(text, step, what)  # raises for bad input: errors are never cached
+        if len(_GRID_CACHE) >= _GRID_CACHE_MAX:
+            _GRID_CACHE.clear()
+        _GRID_CACHE[key] = n
+    return n
+
+
 def price_to_ticks(market: Market, price: str) -> int:
     """'123.4' -> ticks; InvalidAmountError when not a positive multiple of the tick."""
-    return _on_grid(price, market.tick, "price")
+    return _cached_grid(price, market.tick, "price")
 
 
 def qty_to_lots(market: Market, qty: str) -> int:
     """'0.015' -> lots; InvalidAmountError when not a positive multiple of the lot."""
-    return _on_grid(qty, market.lot, "quantity")
+    return _cached_grid(qty, market.lot, "quantity")
 
 
 def quote_to_funds(market: Market, quote_amount: str, quote_decimals: int) -> int:

@@ -67,7 +67,6 @@ CREATE TABLE balance_journal (
     ref_id bigint NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX balance_journal_user_asset ON balance_journal (user_id, asset);
 
 CREATE SEQUENCE order_ids;
 
@@ -104,7 +103,6 @@ CREATE TABLE orders (
     UNIQUE (shard, iid)
 );
 CREATE INDEX orders_live ON orders (user_id, market) WHERE state IN ('pending', 'open');
-CREATE INDEX orders_market_shard_iid ON orders (market, shard, iid);
 
 -- Cancels forwarded to the engine, kept so they can be re-forwarded after a Redis loss.
 CREATE TABLE cancel_requests (
