@@ -63,14 +63,14 @@ def plan_services(settings: Settings, parser: argparse.ArgumentParser) -> list[S
         candidates.append(
             ServiceSpec(
                 "api-trading", ("api", "trading"),
-                url=f"http://{settings.host}:{settings.trading_api_port}/docs",
+                url=f"http://{settings.host}:{settings.trading_api_port}/docs", ready_port=settings.trading_api_port,
             )
         )
     if has_command(parser, ("api", "deposits")):
         candidates.append(
             ServiceSpec(
                 "api-deposits", ("api", "deposits"),
-                url=f"http://{settings.host}:{settings.deposit_api_port}/docs",
+                url=f"http://{settings.host}:{settings.deposit_api_port}/docs", ready_port=settings.deposit_api_port,
             )
         )
     return [spec for spec in candidates if _module_ready(spec)]

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coffer.errors import ServiceError
+
 log = logging.getLogger("coffer.supervisor")
 
 
@@ -32,6 +34,7 @@ class ServiceSpec:
     url: str = ""
     env: Mapping[str, str] = field(default_factory=dict)
     ready_line: str = ""  # a stdout line prefix that means "ready"; empty = ready at start
+    ready_port: int = 0  # a TCP port on 127.0.0.1 that accepts connections once ready
 
 
 @dataclass
@@ -64,24 +67,35 @@ class Supervisor:
             log_file.close()
 
     def start(self, spec: ServiceSpec, ready_timeout_s: float = 30.0) -> None:
+        from coffer.localservices import port_in_use
+
+        if spec.ready_port and port_in_use(spec.ready_port):
+            raise ServiceError(f"cannot start {spec.name}: port {spec.ready_port} on 127.0.0.1 is already in use")
         proc = self._spawn(spec)
         self._children.append(_Child(spec, proc, time.monotonic()))
-        if spec.ready_line:
+        if spec.ready_line or spec.ready_port:
             self._wait_ready(spec, proc, ready_timeout_s)
+
+    def _is_ready(self, spec: ServiceSpec, path: Path) -> bool:
+        from coffer.localservices import can_connect
+
+        if spec.ready_port:
+            return can_connect(spec.ready_port)
+        try:
+            return any(line.startswith(spec.ready_line) for line in path.read_text(errors="replace").splitlines())
+        except OSError:
+            return False
 
     def _wait_ready(self, spec: ServiceSpec, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
         path = self._log_dir / f"{spec.name}.log"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"{spec.name} exited during start (code {proc.returncode}); see {path}")
-            try:
-                if any(line.startswith(spec.ready_line) for line in path.read_text(errors="replace").splitlines()):
-                    return
-            except OSError:
-                pass
+                raise ServiceError(f"{spec.name} exited during start (code {proc.returncode}); see {path}")
+            if self._is_ready(spec, path):
+                return
             time.sleep(0.05)
-        raise RuntimeError(f"{spec.name} was not ready within {timeout_s:.0f} s; see {path}")
+        raise ServiceError(f"{spec.name} was not ready within {timeout_s:.0f} s; see {path}")
 
     def update_env(self, extra: Mapping[str, str]) -> None:
         """Environment for children started from now on."""
