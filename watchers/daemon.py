@@ -135,9 +135,10 @@ class Watcher:
         self.progress.blocks += 1
         self.progress.observed += result.observed
         self.progress.credited += len(result.credited)
-        if result.observed or result.credited:
-            log.info("block %d %s: %d deposit outputs seen, %d credited", header.height, header.block_hash,
-                     result.observed, len(result.credited))
+        for key in result.credited:  # logged after the commit: a killed transaction logs nothing
+            log.info("credited deposit %s at block %d", key, header.height)
+        if result.observed:
+            log.info("block %d %s: %d deposit outputs seen", header.height, header.block_hash, result.observed)
         return True
 
     async def _handle_reorg(self, probe_from: int) -> None:
@@ -162,7 +163,8 @@ class Watcher:
         log.warning("%s/%s reorg: %d block(s) above %d %s orphaned", self.config.chain, self.config.network,
                     depth, fork_height, fork_hash)
         if orphaned_credits:
-            log.error("reorg of depth %d orphaned credited deposits: %s", depth, ", ".join(orphaned_credits))
+            # WARNING: they are reversed (ERROR + alert) only if the new chain does not contain them.
+            log.warning("reorg of depth %d orphaned credited deposits: %s", depth, ", ".join(orphaned_credits))
         self.chain.rewind(fork_height)
         self.cursor = fork
         self.progress.reorgs += 1

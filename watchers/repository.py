@@ -219,9 +219,7 @@ async def _credit_mature(conn: asyncpg.Connection, chain: str, network: str, tip
         await conn.execute(
             """UPDATE watcher_deposits SET status = 'credited', credited_key = $2, credited_at = now(),
                    updated_at = now() WHERE deposit_key = $1""", r["deposit_key"], key)
-        credited.append(r["deposit_key"])
-        log.info("credited deposit %s: %s %s to user %s after %s confirmations", key, r["amount_ledger"],
-                 r["asset"], r["user_id"], r["confirmations"])
+        credited.append(key)
     return credited
 
 

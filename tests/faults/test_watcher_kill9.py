@@ -3,7 +3,11 @@ deposits arrive and mature: after the last restart every deposit is credited exa
 
 The deposits go to 200 users on the local Ethereum chain (auto-mine: one block per deposit,
 so credits are spread over ~200 block transactions and the kills land between and inside
-them). Checks: one ledger `deposits` row per payment, state credited, exact amount; every
+them). Then a reorg replaces the last 6 blocks (deeper than the 3 confirmations ETH needs)
+and mines their txs again, so credited deposits are orphaned and re-found, with one more
+kill while the daemon follows it: still no reversal and no second credit.
+
+Checks: one ledger `deposits` row per payment, state credited, exact amount; every
 balance equals the payment and equals the sum of its journal rows (the ledger's audit rule);
 the ledger's audit (`ledger.audit.run_audit`) clean; the watcher's own deposit rows all
 credited; the block-hash chain contiguous.
@@ -95,6 +99,17 @@ def test_kill9_during_200_deposits_credits_each_exactly_once(eth_chain: EthChain
     eth_chain.mine(3)  # the last deposit reaches 3 confirmations
     final = start_daemon(db_url, eth_chain.url, start, "--once", log=log)
     assert final.wait(timeout=120) == 0, log.read_text()[-3000:]
+    assert asyncio.run(credited_count(db_url)) == DEPOSITS
+    # A reorg deeper than the 3 confirmations: the last deposits, already credited, are orphaned
+    # and mined again in the new blocks; the daemon is killed once more while it follows it.
+    eth_chain.reorg(6, 7)
+    daemon = start_daemon(db_url, eth_chain.url, start, log=log)
+    time.sleep(rng.uniform(0.5, 1.5))
+    os.killpg(daemon.pid, signal.SIGKILL)
+    daemon.wait(timeout=10)
+    final = start_daemon(db_url, eth_chain.url, start, "--once", log=log)
+    assert final.wait(timeout=120) == 0, log.read_text()[-3000:]
+    assert "orphaned credited deposits" in log.read_text()
 
     async def check() -> None:
         conn = await asyncpg.connect(db_url)
@@ -115,6 +130,11 @@ def test_kill9_during_200_deposits_credits_each_exactly_once(eth_chain: EthChain
             assert balances == {(u, "ETH"): amounts_gwei[u] for u in users}
             statuses = await conn.fetch("SELECT status, count(*) AS n FROM watcher_deposits GROUP BY status")
             assert {r["status"]: r["n"] for r in statuses} == {"credited": DEPOSITS}
+            assert await conn.fetchval("SELECT count(*) FROM watcher_alerts WHERE kind = 'deposit_reversed'") == 0
+            remined = await conn.fetchval(
+                "SELECT count(DISTINCT deposit_key) FROM watcher_observations o WHERE "
+                "(SELECT count(*) FROM watcher_observations p WHERE p.deposit_key = o.deposit_key) > 1")
+            assert remined >= 1  # deposits seen in an orphaned block and again in the new chain
             heights = [r["height"] for r in await conn.fetch(
                 "SELECT height FROM watcher_blocks WHERE chain = 'eth' ORDER BY height")]
             assert heights == list(range(start, heights[-1] + 1))
