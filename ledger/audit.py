@@ -2,6 +2,9 @@
 
 Checks, each listing every difference it finds:
 1. journal   — each (user, asset) balance equals the sum of its balance_journal rows;
+   trades    — the settlement rows of each (user, asset) add up to what the user's trades
+               moved (received minus fee, paid); intake rows only move funds between
+               available and frozen;
 2. holds     — each frozen balance equals what the user's orders (frozen_remaining) and
                unfinished withdrawals (amount) hold; frozen is never negative; a finished
                order holds nothing;
@@ -83,6 +86,37 @@ async def _audit(conn: asyncpg.Connection) -> list[Difference]:
     for r in rows:
         out.append(Difference("holds", r["frozen_asset"], r["user_id"], 0, int(r["frozen_remaining"]),
                               f"order {r['id']} is {r['state']} but still holds funds"))
+    rows = await conn.fetch(
+        """
+        WITH t AS (
+            SELECT t.buyer AS user_id, m.base AS asset, t.base_amount - t.buyer_fee AS v
+              FROM trades t JOIN markets m ON m.symbol = t.market
+            UNION ALL
+            SELECT t.buyer, m.quote, -t.quote_amount FROM trades t JOIN markets m ON m.symbol = t.market
+            UNION ALL
+            SELECT t.seller, m.base, -t.base_amount FROM trades t JOIN markets m ON m.symbol = t.market
+            UNION ALL
+            SELECT t.seller, m.quote, t.quote_amount - t.seller_fee
+              FROM trades t JOIN markets m ON m.symbol = t.market),
+        ts AS (SELECT user_id, asset, sum(v) AS v FROM t GROUP BY user_id, asset),
+        js AS (SELECT user_id, asset, sum(d_available + d_frozen) AS v FROM balance_journal
+                WHERE kind = 'settle' GROUP BY user_id, asset)
+        SELECT coalesce(ts.user_id, js.user_id) AS user_id, coalesce(ts.asset, js.asset) AS asset,
+               coalesce(ts.v, 0) AS from_trades, coalesce(js.v, 0) AS journal
+          FROM ts FULL OUTER JOIN js ON js.user_id = ts.user_id AND js.asset = ts.asset
+         WHERE coalesce(ts.v, 0) <> coalesce(js.v, 0)
+        """
+    )
+    for r in rows:
+        out.append(Difference("trades", r["asset"], r["user_id"], int(r["from_trades"]), int(r["journal"]),
+                              "settlement journal vs what the user's trades moved"))
+    rows = await conn.fetch(
+        "SELECT user_id, asset, sum(d_available + d_frozen) AS v FROM balance_journal WHERE kind = 'intake' "
+        "GROUP BY user_id, asset HAVING sum(d_available + d_frozen) <> 0"
+    )
+    for r in rows:
+        out.append(Difference("intake", r["asset"], r["user_id"], 0, int(r["v"]),
+                              "freezes and holds must only move funds between available and frozen"))
     rows = await conn.fetch(
         """
         WITH users_total AS (SELECT asset, sum(available + frozen) AS v FROM balances GROUP BY asset),

@@ -2,7 +2,8 @@
 
 One loop: XREAD a batch of request entries after the stored offset; in ONE PostgreSQL
 transaction lock the shard's offset row and the users' balance rows (sorted), dedupe
-client_order_id, validate, freeze, insert orders (COPY), journal (COPY), upsert balances
+client_order_id, validate, freeze, insert orders (COPY), journal the batch's net change
+per (user, asset) (COPY, kind `intake`, ref = the batch's last iid), upsert balances
 (one statement), store the stream offset and the last intake id; commit; then XADD the
 accepted commands to each market's `match:in{M}` (one batch per market) and publish the
 replies. Every forwarded command carries `shard` and a per-shard increasing `iid`, so a
@@ -38,7 +39,7 @@ from ledger.intake_protocol import (
     intake_stream,
     user_events_channel,
 )
-from ledger.journal import JournalRow, copy_rows
+from ledger.journal import copy_rows, net_journal_rows
 from ledger.markets import Market, decimal_to_units, price_to_ticks, qty_to_lots, quote_to_funds
 from ledger.repo import aggregate, load_markets, lock_users, upsert_deltas
 from matcher import keys
@@ -294,7 +295,6 @@ class IntakeConsumer:
         orders: list[tuple[Any, ...]] = []
         cancels: list[tuple[int, int, str, int, int, int]] = []
         deltas: list[Delta] = []
-        journal: list[JournalRow] = []
 
         # users with a negative balance (left by a reversal); nothing done here makes one
         negative_users = {u for (u, _a), v in bal.items() if v[0] < 0}
@@ -312,7 +312,6 @@ class IntakeConsumer:
                 cur[0] += d.d_available
                 cur[1] += d.d_frozen
                 deltas.append(d)
-                journal.append((d.user_id, d.asset, d.d_available, d.d_frozen, kind, ref))
 
         for r in requests:
             if r.user not in users:
@@ -401,8 +400,9 @@ class IntakeConsumer:
         if cancels:
             await conn.copy_records_to_table("cancel_requests", records=cancels,
                                              columns=("shard", "iid", "market", "order_id", "user_id", "ts_ms"))
-        await copy_rows(conn, journal)
-        res.balances = await upsert_deltas(conn, aggregate(deltas))
+        net = aggregate(deltas)
+        await copy_rows(conn, net_journal_rows(net, "intake", iid))
+        res.balances = await upsert_deltas(conn, net)
         await conn.execute(
             "UPDATE intake_offsets SET stream_id = $2, last_iid = $3, batch_first_iid = $4 WHERE shard = $1",
             self.shard, last_id, iid, first_iid if iid >= first_iid else off["batch_first_iid"],

@@ -1,7 +1,11 @@
 """The balance-change journal: one row per change of (available, frozen) of a user's asset.
 
 Every function here writes the balance and its journal row(s) in the CALLER's transaction;
-nothing commits on its own. Bulk paths (the consumers) write the journal with COPY.
+nothing commits on its own. Single operations (deposit, reversal, withdrawal settle and
+release) write one row each, referencing their record. The consumers write with COPY one
+row per (user, asset) per batch — kind `intake` (freezes and withdrawal holds, ref = last
+intake id) or `settle` (trades and releases, ref = last engine seq) — and the audit checks
+those rows against the orders and trades that explain them.
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ async def copy_rows(conn: asyncpg.Connection, rows: list[JournalRow]) -> None:
     """Append many journal rows with one COPY."""
     if rows:
         await conn.copy_records_to_table("balance_journal", records=rows, columns=JOURNAL_COLUMNS)
+
+
+def net_journal_rows(net: dict[tuple[int, str], list[int]], kind: str, ref_id: int) -> list[JournalRow]:
+    """Journal rows for a consumer batch: one per (user, asset) with the batch's net change
+    (the consumers' per-event detail lives in orders and trades)."""
+    return [(u, a, v[0], v[1], kind, ref_id) for (u, a), v in sorted(net.items())]
 
 
 async def ensure_user(conn: asyncpg.Connection, user_id: int) -> None:

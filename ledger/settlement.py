@@ -5,7 +5,9 @@ PostgreSQL transaction lock the market's offset row, skip every event whose `seq
 above the last applied one (settlement is idempotent by the engine's per-market sequence
 number; `trades` has the unique key (market, seq) besides), settle trades with the pure
 arithmetic, release what finished orders still hold, then write: trades (COPY), order
-states (one `UPDATE ... FROM unnest`), the journal (COPY), balances (one upsert in sorted
+states (one `UPDATE ... FROM unnest`), the journal (COPY: the batch's net change per
+(user, asset), kind `settle`, ref = the batch's last seq; `trades` and `orders` hold each
+event's detail and the audit checks that they explain those rows), balances (one upsert in sorted
 lock order) and the offset; commit; then publish user events (fills, order states, new
 balances) to `user:events:<user>`.
 """
@@ -23,7 +25,7 @@ from ledger.arithmetic import Delta, OrderHold, release_deltas, settle_trade
 from ledger.errors import ArithmeticInvariantError
 from ledger.intake import stream_id_key
 from ledger.intake_protocol import encode_user_events, user_events_channel
-from ledger.journal import JournalRow, copy_rows
+from ledger.journal import copy_rows, net_journal_rows
 from ledger.markets import Market
 from ledger.repo import aggregate, load_markets, upsert_deltas
 from matcher import keys
@@ -176,12 +178,10 @@ class SettlementConsumer:
             raise ArithmeticInvariantError(f"engine events for orders the ledger does not know: {sorted(missing)[:5]}")
         trades: list[tuple[Any, ...]] = []
         deltas: list[Delta] = []
-        journal: list[JournalRow] = []
 
         def apply(ds: tuple[Delta, ...], kind: str, ref: int) -> None:
             for d in ds:
                 deltas.append(d)
-                journal.append((d.user_id, d.asset, d.d_available, d.d_frozen, kind, ref))
 
         for e in fresh:
             if isinstance(e, Trade):
@@ -243,8 +243,9 @@ class SettlementConsumer:
                 [o.id for o in dirty], [o.frozen_remaining for o in dirty], [o.filled_lots for o in dirty],
                 [o.filled_quote for o in dirty], [o.fee_paid for o in dirty], [o.state for o in dirty],
                 [o.done_reason for o in dirty])
-        await copy_rows(conn, journal)
-        res.balances = await upsert_deltas(conn, aggregate(deltas))
+        net = aggregate(deltas)
+        await copy_rows(conn, net_journal_rows(net, "settle", fresh[-1].seq))
+        res.balances = await upsert_deltas(conn, net)
         await conn.execute("UPDATE settlement_offsets SET stream_id = $2, last_seq = $3 WHERE market = $1",
                            self.symbol, last_id, fresh[-1].seq)
         res.applied = len(fresh)

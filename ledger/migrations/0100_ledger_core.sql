@@ -55,8 +55,10 @@ CREATE TABLE balances (
 );
 
 -- The journal that explains every balance change: the audit recomputes balances from it.
--- kind: deposit | reversal | freeze | release | trade | withdraw_hold | withdraw_settle |
---       withdraw_release ; ref_id: the order id, trade seq, deposit id or withdrawal id.
+-- kind: deposit | reversal | withdraw_settle | withdraw_release (one row per operation, ref_id =
+--       the deposit or withdrawal id) | intake (a batch's net freezes and withdrawal holds per
+--       user and asset, ref_id = last intake id) | settle (a batch's net trade and release
+--       effects per user and asset, ref_id = last engine seq).
 CREATE TABLE balance_journal (
     id bigserial PRIMARY KEY,
     user_id bigint NOT NULL,
