@@ -89,6 +89,7 @@ return 0
 """
 
 _SKIP_ENTRY_LOG_LIMIT = 20
+_PROGRESS_LOG_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +239,7 @@ class MarketRunner:
         last_snap = time.monotonic()
         last_renew = time.monotonic()
         renew_every = self.config.lease_ms / 3000
+        last_log = time.monotonic()
         read_ahead: asyncio.Task[Any] | None = None
         try:
             while not self.stop.is_set():
@@ -266,6 +268,10 @@ class MarketRunner:
                 if now - last_snap >= self.config.snapshot_interval_s:
                     await self._write_snapshot()
                     last_snap = now
+                if now - last_log >= _PROGRESS_LOG_S:
+                    log.info("%s: seq %d, input %s, %d commands applied since start", self.market,
+                             self.engine.seq, self.in_id, self.commands)
+                    last_log = now
         finally:
             if read_ahead is not None:
                 read_ahead.cancel()
