@@ -126,6 +126,16 @@ class EventHub:
         if fut is not None and not fut.done():
             fut.set_result(reply)
 
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """True once the pub/sub connection is up and subscribed (False after `timeout_s`)."""
+        if self._ready.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
     def expect_reply(self, rid: str) -> asyncio.Future[Any]:
         """A future resolved with the ledger's reply to request `rid` (register before sending)."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -61,7 +61,10 @@ class OrderPath:
             raise UnavailableError("the order pipeline is unreachable; retry later") from exc
 
     async def _request(self, user_id: int, request: Any, listener: Listener, deadline: float) -> Any | None:
-        """Send and wait for the ledger's reply; None when the deadline passed first."""
+        """Send and wait for the ledger's reply; None when the deadline passed first. Nothing is
+        sent while the reply channel is not subscribed (the answer would be lost): 503."""
+        if not await self._hub.wait_ready(min(1.0, max(0.0, deadline - time.monotonic()))):
+            raise UnavailableError("the order pipeline's reply channel is reconnecting; retry shortly")
         fut = self._hub.expect_reply(request.rid)
         try:
             await self._send(user_id, request)

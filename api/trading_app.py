@@ -53,6 +53,16 @@ class OrderRequest(BaseModel):
     stp: Literal["none", "cancel_taker", "cancel_maker", "cancel_both"] = "none"
 
 
+def _is_unavailable(exc: BaseException) -> bool:
+    import asyncpg
+    import redis.exceptions
+
+    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError,
+                            asyncpg.exceptions.ConnectionDoesNotExistError,
+                            asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.InterfaceError,
+                            asyncpg.exceptions.PostgresConnectionError))
+
+
 def _error_body(exc: ApiError) -> dict[str, Any]:
     return {"error": exc.code, "field": exc.field, "reason": exc.reason}
 
@@ -113,6 +123,18 @@ def create_app(config: TradingConfig) -> FastAPI:
         if first.get("type") == "missing":
             reason = "is required"
         return JSONResponse({"error": "invalid", "field": field, "reason": reason}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        # A dependency that is down is the client's to retry (503); anything else is ours (500),
+        # logged here and never echoed (it could carry internals).
+        if _is_unavailable(exc):
+            log.warning("dependency unavailable: %s: %s", type(exc).__name__, exc)
+            return JSONResponse({"error": "unavailable", "field": None,
+                                 "reason": "a backing service (Redis or PostgreSQL) is unavailable; retry later"},
+                                status_code=503, headers={"Retry-After": "1"})
+        log.exception("unexpected error")
+        return JSONResponse({"error": "internal", "field": None, "reason": "internal error"}, status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
