@@ -87,9 +87,15 @@ class Watcher:
         log.info("%s/%s watcher resumes at %s", self.config.chain, self.config.network,
                  "no cursor" if self.cursor is None else f"height {self.cursor.height} {self.cursor.block_hash}")
 
-    async def _refresh_book(self) -> None:
+    async def _refresh(self) -> None:
+        """New deposit addresses and the ledger's current asset rules, before each block is scanned."""
         async with self.pool.acquire() as conn:
             await self.book.refresh(conn)
+            assets = await repo.load_assets(conn, self.config.chain, self.config.network)
+        if assets != self.assets:  # e.g. a token contract configured after the watcher started
+            log.info("%s/%s asset rules changed: %s", self.config.chain, self.config.network, sorted(assets))
+            self.assets = assets
+            self.source.update_assets(assets)
 
     async def step(self) -> bool:
         """Do one unit of work; returns False when caught up with the node's tip."""
@@ -123,7 +129,7 @@ class Watcher:
                     f"but the node still has our block at {tip_height}")
             await self._handle_reorg(tip_height)
             return True
-        await self._refresh_book()
+        await self._refresh()
         scan = await self.source.scan(header, self.book.owner)
         finalized = await self.source.finalized_height()
         async with self.pool.acquire() as conn, conn.transaction():

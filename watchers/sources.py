@@ -31,6 +31,8 @@ class ChainSource(Protocol):
 
     async def finalized_height(self) -> int | None: ...
 
+    def update_assets(self, assets: Mapping[str, AssetRule]) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -84,6 +86,11 @@ class BtcSource:
     async def finalized_height(self) -> int | None:
         return None
 
+    def update_assets(self, assets: Mapping[str, AssetRule]) -> None:
+        native = native_asset(assets, "btc")
+        if native is not None:
+            self._asset = native
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -93,9 +100,9 @@ class EthSource:
 
     def __init__(self, client: EthRpcClient, *, network: str, assets: Mapping[str, AssetRule],
                  use_finalized: bool = False) -> None:
-        # A token whose contract is not configured yet is skipped (never mistaken for ETH).
-        self._native = native_asset(assets, "eth")
-        self._tokens = {a.token_contract: a.code for a in assets.values() if a.token_contract}
+        self._native: str | None = None
+        self._tokens: dict[str, str] = {}
+        self.update_assets(assets)
         self._client = client
         self._network = network
         self._use_finalized = use_finalized
@@ -146,6 +153,14 @@ class EthSource:
             return None
         # A node that does not know the tag: fall back to counting confirmations.
         return await self._client.tag_height("finalized")
+
+    def update_assets(self, assets: Mapping[str, AssetRule]) -> None:
+        """Take the ledger's current asset rows (e.g. a token contract configured after start).
+
+        A token whose contract is not configured yet is skipped (never mistaken for ETH).
+        """
+        self._native = native_asset(assets, "eth")
+        self._tokens = {a.token_contract: a.code for a in assets.values() if a.token_contract}
 
     async def aclose(self) -> None:
         await self._client.aclose()

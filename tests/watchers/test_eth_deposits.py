@@ -269,3 +269,28 @@ async def test_eth_rpc_client_against_the_local_node(eth_chain: EthChain, eth_se
         assert [entry["transactionHash"].lower() for entry in logs] == [mint.lower()]
         with pytest.raises(ChainRpcError):
             await client.call("no_such_method", [])
+
+
+@pytest.mark.asyncio
+async def test_token_configured_after_start_is_watched(eth_chain: EthChain, db_url: str,
+                                                       eth_setup: dict[str, object]) -> None:
+    token = await in_thread(eth_chain.deploy_erc20, "Test Coin", "TST")
+    gina = new_address()
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(
+            """INSERT INTO assets (code, chain, network, chain_decimals, ledger_decimals, token_contract,
+                   required_confirmations, min_deposit, withdrawal_fee, min_withdrawal)
+               VALUES ('TST', 'eth', 'regtest', 18, 9, NULL, 1, 1, 1, 1)""")
+        await add_addresses(conn, [(106, "eth", gina)], first_index=500)
+        async with watcher(db_url, "eth", eth_chain.url, int(str(eth_setup["start"]))) as w:
+            await w.run_once()
+            assert "TST" in w.assets
+            await conn.execute("UPDATE assets SET token_contract = $1 WHERE code = 'TST'", token.lower())
+            tx = await in_thread(eth_chain.mint_erc20, token, gina, 5 * 10**18)
+            await w.run_once()
+            assert await available(conn, 106, "TST") == 5 * GWEI
+            assert (await deposit_row(conn, tx))["asset"] == "TST"
+            assert await available(conn, 106, "ETH") == 0
+    finally:
+        await conn.close()

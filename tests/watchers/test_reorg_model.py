@@ -99,6 +99,9 @@ class ModelSource:
     async def finalized_height(self) -> int | None:
         return None
 
+    def update_assets(self, assets: Any) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 
