@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from typing import Any
 
@@ -72,10 +73,10 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
 
         intake = IntakeConsumer(pool, redis, shard=0, batch_size=batch)
         await intake.start()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         while await intake.step(block_ms=0):
             pass
-        freeze_s = time.perf_counter() - t0
+        freeze_s, freeze_cpu = time.perf_counter() - t0, time.process_time() - c0
         accepted = await pool.fetchval("SELECT count(*) FROM orders")
 
         engine = Engine()
@@ -92,21 +93,24 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
 
         settle = SettlementConsumer(pool, redis, market="BTC-USDT", batch_size=max(1, batch // 1000))
         await settle.start()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         while await settle.step(block_ms=0):
             pass
-        settle_s = time.perf_counter() - t0
+        settle_s, settle_cpu = time.perf_counter() - t0, time.process_time() - c0
         settled = await pool.fetchval("SELECT count(*) FROM trades")
         async with pool.acquire() as conn:
             diffs = await run_audit(conn)
         return {
             "orders": n_orders, "accepted": accepted, "users": n_users, "intake_batch_entries": batch,
-            "freeze_seconds": round(freeze_s, 3), "freezes_per_s": round(accepted / freeze_s),
+            "freeze_seconds": round(freeze_s, 3), "freeze_consumer_cpu_seconds": round(freeze_cpu, 3),
+            "freezes_per_s": round(accepted / freeze_s),
             "events": len(events), "trades": n_trades, "trades_settled": settled,
-            "settle_seconds": round(settle_s, 3), "settlements_per_s": round(settled / settle_s),
+            "settle_seconds": round(settle_s, 3), "settle_consumer_cpu_seconds": round(settle_cpu, 3),
+            "settlements_per_s": round(settled / settle_s),
             "settlement_events_per_s": round(len(events) / settle_s),
             "audit_differences": len(diffs),
             "postgres": "private, fsync=off, full_page_writes=off, synchronous_commit=on",
+            "load_average_1m": round(os.getloadavg()[0], 2),
             "note": "2-core machine shared with other sessions; figures are depressed and noisy",
         }
     finally:

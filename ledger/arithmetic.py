@@ -17,32 +17,32 @@ its cost is unbounded). A buy that fills below its limit gets the difference bac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ledger.errors import ArithmeticInvariantError, InvalidAmountError
 from ledger.markets import Market
 
 BPS = 10_000
 
+# The value types below are NamedTuples rather than frozen dataclasses: they are made
+# several times per trade on the settlement hot path, and tuples are several times cheaper.
 
-@dataclass(frozen=True, slots=True)
-class Delta:
+
+class Delta(NamedTuple):
     user_id: int
     asset: str
     d_available: int
     d_frozen: int
 
 
-@dataclass(frozen=True, slots=True)
-class Freeze:
+class Freeze(NamedTuple):
     """What an order holds: `amount` ledger units of `asset`."""
 
     asset: str
     amount: int
 
 
-@dataclass(frozen=True, slots=True)
-class OrderHold:
+class OrderHold(NamedTuple):
     """The parts of an order settlement needs: its owner, kind and what it still holds."""
 
     oid: int
@@ -53,8 +53,7 @@ class OrderHold:
     frozen_remaining: int
 
 
-@dataclass(frozen=True, slots=True)
-class TradeEffect:
+class TradeEffect(NamedTuple):
     """A settled trade: balance deltas, how much each order's hold shrank, the fees."""
 
     deltas: tuple[Delta, ...]
