@@ -47,6 +47,7 @@ STP_CANCEL_MAKER = 2
 STP_CANCEL_BOTH = 3
 
 _NO_LIMIT = -(1 << 126)  # a level key lower than any real key: "match at any price"
+_COMPACT_MIN = 16  # levels rebuild only past this many cancelled orders inside them
 
 EventTuple = tuple[Any, ...]
 
@@ -54,13 +55,14 @@ EventTuple = tuple[Any, ...]
 class BookSide:
     """One side of the book. `sign` is +1 for bids and -1 for asks (key = sign * price)."""
 
-    __slots__ = ("keys", "levels", "qty", "sign")
+    __slots__ = ("dead", "keys", "levels", "qty", "sign")
 
     def __init__(self, sign: int) -> None:
         self.sign = sign
         self.keys: list[int] = []
         self.levels: dict[int, deque[list[Any]]] = {}
         self.qty: dict[int, int] = {}
+        self.dead: dict[int, int] = {}  # cancelled orders left inside a level's deque (an upper bound)
 
     def add(self, order: list[Any]) -> None:
         price = order[3]
@@ -76,6 +78,7 @@ class BookSide:
     def drop_level(self, price: int) -> None:
         del self.levels[price]
         del self.qty[price]
+        self.dead.pop(price, None)
         keys = self.keys
         key = self.sign * price
         if keys[-1] == key:
@@ -240,6 +243,20 @@ class OrderBook:
             side.drop_level(price)
         else:
             side.qty[price] = left
+            level = side.levels[price]
+            if level[-1] is order:
+                level.pop()
+            elif level[0] is order:
+                level.popleft()
+            else:
+                # A cancelled order stays in the deque (lazy). Count those; once they could be half the
+                # level, rebuild it, so memory stays proportional to live orders (amortised O(1)).
+                dead = side.dead.get(price, 0) + 1
+                if dead > _COMPACT_MIN and dead * 2 > len(level):
+                    side.levels[price] = deque(o for o in level if o[0])
+                    del side.dead[price]
+                else:
+                    side.dead[price] = dead
         out.append((EV_DONE, oid, user, R_CANCELED, rem, 0, ""))
 
     # ---- internals --------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -116,3 +118,43 @@ def command_lists(draw: st.DrawFn) -> list[Command]:
 @given(cmds=command_lists(), cut=st.integers(0, 60))
 def test_hypothesis_drawn_commands_match_reference(cmds: list[Command], cut: int) -> None:
     _assert_flow(cmds, snapshot_at=min(cut, len(cmds)))
+
+
+def _deep_level_flow(rng: random.Random, n: int) -> list[Command]:
+    """Mostly bids on two prices and cancels of them, few sells: deep levels full of cancelled orders."""
+    from matcher.protocol import CancelOrder, PlaceOrder
+
+    cmds: list[Command] = []
+    live: list[tuple[int, int]] = []
+    for i in range(n):
+        r = rng.random()
+        user = rng.randint(1, 5)
+        if r < 0.35 and live:
+            oid, owner = live.pop(rng.randrange(len(live)))
+            cmds.append(CancelOrder(oid, owner, 0, i + 1, i))
+        elif r < 0.95:
+            cmds.append(PlaceOrder(i + 1, user, "buy", "limit", rng.choice((100, 101)), rng.randint(1, 3), None, "GTC",
+                                   False, "none", 0, i + 1, i))
+            live.append((i + 1, user))
+        else:
+            cmds.append(PlaceOrder(i + 1, user, "sell", "limit", 100, rng.randint(1, 30), None, "IOC", False,
+                                   rng.choice(STP_MODES), 0, i + 1, i))
+    return cmds
+
+
+def test_deep_levels_with_many_cancels_match_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    import matcher.book as book_module
+
+    rebuilt = 0
+    real_deque = collections.deque
+
+    def counting_deque(*args: object) -> object:
+        nonlocal rebuilt
+        if args and not isinstance(args[0], tuple):
+            rebuilt += 1  # a level rebuilt from a generator (compaction), not a new level
+        return real_deque(*args)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(book_module, "deque", counting_deque)
+    for seed in range(8):
+        _assert_flow(_deep_level_flow(random.Random(seed), 1500), snapshot_at=700)
+    assert rebuilt > 0, "the flows reached level compaction"

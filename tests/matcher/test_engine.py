@@ -137,3 +137,19 @@ def test_snapshot_roundtrip_and_corruption() -> None:
         Engine.restore(b"\x93garbage")
     with pytest.raises(SnapshotError):
         Engine.restore(b"\x81\xa1v\x09")
+
+
+def test_cancelled_orders_do_not_pile_up_behind_a_live_head() -> None:
+    e = book(limit(1, 1, "buy", 100, 5))
+    for i in range(2, 5000):
+        e.apply(limit(i, 2, "buy", 100, 1))
+        e.apply(limit(i + 10_000, 2, "buy", 100, 1))
+        e.apply(CancelOrder(i, 2, 0, next(_iid), 0))
+    level = e.book.bids.levels[100]
+    live = sum(1 for o in level if o[0])
+    assert live == len(e.book.orders) == 4999
+    assert len(level) <= 2 * live + 16
+    assert e.book.bids.depth(1) == [(100, 5 + 4998)]
+    # and it still matches in time order: the head first, then the survivors oldest first
+    events = e.apply(limit(99_999, 3, "sell", 100, 7))
+    assert [ev.maker for ev in events if isinstance(ev, Trade)] == [1, 10_002, 10_003]
