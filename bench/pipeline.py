@@ -9,7 +9,8 @@ market orders, 15% cancels by client order id) straight into the `intake{k}` str
 per XADD entry as ledger/intake_protocol.py allows, in three phases:
 
 1. `redis_xadd_per_s`: pipelined XADD of small entries into a scratch stream of this Redis;
-2. latency at a moderate offered load (`--latency-rate`, default 5,000/s, for `--latency-s`):
+2. latency at a low offered load first (`--low-rate`, default 500/s: `low_load_p50_ms`,
+   `low_load_p99_ms`), then at a moderate offered load (`--latency-rate`, default 5,000/s, for `--latency-s`):
    for each order, from its intake timestamp to the moment the settlement's first non-pending
    `order` event for it arrives (published right after the settlement commit), heard through
    a pattern subscription to the user-event channels: `p50_ms`, `p99_ms`;
@@ -289,6 +290,26 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
             "orders_placed": placed, "requests_offered": offered, "drain_s": round(total_s - send_s, 2)}
 
 
+async def _hops(redis: Any, t0_ms: int, t1_ms: int) -> dict[str, float]:
+    """Median delay from the intake timestamp to the forwarded command (`match:in` entry time) and
+    to the engine's output (`match:out` entry time), for items stamped in [t0_ms, t1_ms]: where the
+    time goes along the path (stream entry ids carry the Redis server's clock in ms)."""
+    from matcher import keys
+    from matcher.protocol import decode_commands, decode_events
+
+    to_in: list[float] = []
+    to_out: list[float] = []
+    for market in MARKETS:
+        for stream, sink, decode in ((keys.match_in(market), to_in, decode_commands),
+                                     (keys.match_out(market), to_out, decode_events)):
+            for entry_id, fields in await redis.xrange(stream, min=f"{t0_ms}-0"):
+                entry_ms = int(entry_id.split(b"-")[0])
+                for item in decode(fields[b"b"]):
+                    if t0_ms <= item.ts_ms <= t1_ms:
+                        sink.append(entry_ms - item.ts_ms)
+    return {"intake_to_match_in_p50_ms": _pct(to_in, 0.5), "intake_to_match_out_p50_ms": _pct(to_out, 0.5)}
+
+
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc)."""
     try:
@@ -319,6 +340,12 @@ async def _measure(args: argparse.Namespace, db_url: str, redis_url: str,
             raise RuntimeError("a service exited at start; see its log")
         sender = Sender(redis, args.shards, args.per_entry)
         flow = Flow(args.users, args.shards, args.seed)
+        low: list[float] = []
+        hops: dict[str, float] = {}
+        if args.low_rate:
+            t0_ms = _now_ms()
+            low = await _latency_phase(redis_url, sender, flow, args.low_rate, args.latency_s / 2)
+            hops = {f"low_load_{k}": v for k, v in (await _hops(redis, t0_ms, _now_ms())).items()}
         latencies = await _latency_phase(redis_url, sender, flow, args.latency_rate, args.latency_s)
         result = await _throughput_phase(pool, sender, flow, args.throughput_s, args.max_backlog, args.chunk)
     finally:
@@ -328,6 +355,8 @@ async def _measure(args: argparse.Namespace, db_url: str, redis_url: str,
         **result,
         "p50_ms": round(_pct(latencies, 0.50), 2), "p99_ms": round(_pct(latencies, 0.99), 2),
         "latency_offered_per_s": args.latency_rate, "latency_samples": len(latencies),
+        "low_load_offered_per_s": args.low_rate, "low_load_p50_ms": round(_pct(low, 0.50), 2),
+        "low_load_p99_ms": round(_pct(low, 0.99), 2), **hops,
         "redis_xadd_per_s": round(xadd_rate, 1),
         "users": args.users, "markets": len(MARKETS), "intake_shards": args.shards,
         "requests_per_entry": args.per_entry, "seed": args.seed,
@@ -388,6 +417,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=2000, help="requests generated per send in the throughput phase")
     parser.add_argument("--latency-rate", type=int, default=5000)
     parser.add_argument("--latency-s", type=float, default=10.0)
+    parser.add_argument("--low-rate", type=int, default=500,
+                        help="also measure latency at this lower offered rate first (0: skip)")
     parser.add_argument("--throughput-s", type=float, default=30.0)
     parser.add_argument("--max-backlog", type=int, default=40_000)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (data and service logs)")
