@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from watchers.hashchain import to_ledger_units
-from watchers.model import AssetRule, BlockScan
+from watchers.model import AssetRule, BlockScan, Observation
 
 if TYPE_CHECKING:
     import asyncpg
@@ -156,7 +156,7 @@ async def apply_block(
                        tuple(r["txid"] for r in confirmed if r["status"] == "confirmed"))
 
 
-async def _upsert_deposits(conn: asyncpg.Connection, chain: str, network: str, obs: Iterable[Any],
+async def _upsert_deposits(conn: asyncpg.Connection, chain: str, network: str, obs: Iterable[Observation],
                            assets: Mapping[str, AssetRule]) -> None:
     observations = list(obs)
     keys = [o.deposit_key for o in observations]
