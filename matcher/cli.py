@@ -41,6 +41,9 @@ def register(sub: Any) -> None:
     md.add_argument("--market", action="append", required=True, help="market code (repeatable)")
     md.add_argument("--redis-url", default=None, help="default COFFER_REDIS_URL")
     md.add_argument("--database-url", default=None, help="default COFFER_DATABASE_URL")
+    md.add_argument("--depth-levels", type=int, default=50, help="levels per side in the depth snapshot")
+    md.add_argument("--recent-trades", type=int, default=500, help="public trades kept in md:trades{M}")
+    md.add_argument("--state-interval", type=float, default=5.0, help="seconds between saves of the consumer state")
     md.set_defaults(func=_marketdata)
 
 
@@ -68,8 +71,11 @@ def _redis_url(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from matcher.errors import MatcherError
     from matcher.runner import RunnerConfig, serve
 
+    if args.snapshot_interval <= 0 or args.lease_ms < 100 or args.batch < 1:
+        raise MatcherError("--snapshot-interval must be > 0, --lease-ms >= 100 and --batch >= 1")
     config = RunnerConfig(
         markets=tuple(args.market), redis_url=_redis_url(args), snapshot_interval_s=args.snapshot_interval,
         lease_ms=args.lease_ms, batch=args.batch,
@@ -85,4 +91,8 @@ def _marketdata(args: argparse.Namespace) -> int:
     db_url: str = args.database_url or Settings.from_env().database_url.get()
     if not db_url:
         raise MatcherError("no PostgreSQL: set COFFER_DATABASE_URL or pass --database-url")
-    return serve(MarketDataConfig(markets=tuple(args.market), redis_url=_redis_url(args), database_url=db_url))
+    if args.depth_levels < 1 or args.recent_trades < 1 or args.state_interval < 0:
+        raise MatcherError("--depth-levels and --recent-trades must be >= 1, --state-interval >= 0")
+    return serve(MarketDataConfig(markets=tuple(args.market), redis_url=_redis_url(args), database_url=db_url,
+                                  depth_levels=args.depth_levels, recent_trades=args.recent_trades,
+                                  state_interval_s=args.state_interval))
