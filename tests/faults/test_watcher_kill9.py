@@ -146,3 +146,23 @@ def test_kill9_during_200_deposits_credits_each_exactly_once(eth_chain: EthChain
     assert len(kills) >= 6
     # the kills were spread over the run: some before all were credited
     assert min(kills) < DEPOSITS, kills
+
+
+def test_sigterm_stops_the_daemon_cleanly(eth_chain: EthChain, db_url: str, tmp_path: Path) -> None:
+    async def prepare() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await seed(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    log = tmp_path / "watcher.log"
+    daemon = start_daemon(db_url, eth_chain.url, eth_chain.block_number(), log=log)
+    deadline = time.monotonic() + 60
+    while "resumes at" not in log.read_text() and time.monotonic() < deadline:
+        assert daemon.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.1)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0, log.read_text()[-3000:]
+    assert "watcher stopped" in log.read_text()
