@@ -101,6 +101,20 @@ def chain_amount(amount_ledger: int, fee_ledger: int, asset: Any) -> int:
     return (amount_ledger - fee_ledger) * scale
 
 
+async def store_signed(conn: asyncpg.Connection, tx: Any, signed: str) -> None:
+    """Persist the signed form of draft `tx` (a signed PSBT is finalized to raw hex here)."""
+    if tx["chain"] == "btc":
+        raw, txid = btc_build.finalize_signed(signed)
+        if txid != tx["txid"]:
+            raise BuildError(f"the signed PSBT is transaction {txid}, not {tx['txid']}")
+    else:
+        from signer.eth_sign import keccak256
+
+        raw = signed if signed.startswith("0x") else "0x" + signed
+        txid = "0x" + keccak256(bytes.fromhex(raw[2:])).hex()
+    await r.update_tx(conn, int(tx["id"]), signed=raw, txid=txid, state="signed")
+
+
 class Processor:
     def __init__(self, pool: asyncpg.Pool, signer: Any, config: ProcessorConfig, *, btc: BtcApi | None,
                  eth: EthApi | None) -> None:
@@ -222,17 +236,7 @@ class Processor:
         return None
 
     async def store_signed(self, conn: asyncpg.Connection, tx: Any, signed: str) -> None:
-        """Persist the signed form of `tx` (a signed PSBT is finalized to raw hex here)."""
-        if tx["chain"] == "btc":
-            raw, txid = btc_build.finalize_signed(signed)
-            if txid != tx["txid"]:
-                raise BuildError(f"the signed PSBT is transaction {txid}, not {tx['txid']}")
-        else:
-            raw = signed if signed.startswith("0x") else "0x" + signed
-            from signer.eth_sign import keccak256
-
-            txid = "0x" + keccak256(bytes.fromhex(raw[2:])).hex()
-        await r.update_tx(conn, int(tx["id"]), signed=raw, txid=txid, state="signed")
+        await store_signed(conn, tx, signed)
 
     async def abandon(self, conn: asyncpg.Connection, tx: Any, reason: str) -> None:
         """A draft that no node ever saw: give its coins / nonce back."""
