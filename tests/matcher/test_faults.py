@@ -160,23 +160,26 @@ async def _retry(fn: Any, *args: Any) -> Any:
             await asyncio.sleep(0.1)
 
 
-@pytest.mark.asyncio
-async def test_redis_kill9_and_aof_restart(fresh_redis: RedisServer, tmp_path: Path) -> None:
-    """Redis dies (kill -9, AOF everysec) twice while commands stream.
+async def _redis_crashes(server: RedisServer, tmp_path: Path, shards: int) -> tuple[list[Any], list[int], int, int]:
+    """Stream commands, crash Redis twice losing its unsynced AOF tail, re-forward like the ledger.
 
-    The producer plays the ledger's intake consumer: after Redis is back it re-forwards every
-    command above the engine's watermark from its checkpoint. A settlement stand-in reads
-    match:out throughout and applies each seq once; every seq it applied before a crash must
-    come back with the same content, so nothing is ever settled twice or differently.
+    The producer plays the ledger's intake consumers: after Redis is back it re-forwards every
+    command above the engine's per-shard watermark from its checkpoint -- each shard's backlog
+    in turn, as independent consumers would, not in the original interleaving. A settlement
+    stand-in reads match:out throughout and applies each seq once, recording any seq that
+    comes back with different content. Returns (final rows, mismatched seqs, lost input
+    entries, settled seqs that the crashes lost).
     """
-    url = fresh_redis.url
-    cmds = sharded_flow(12_000, 404, shards=1)
+    url = server.url
+    cmds = sharded_flow(12_000, 404, shards=shards)
     r = aioredis.Redis.from_url(url, socket_timeout=5)
     proc = start_runner(url, M, tmp_path / "runner.log", snapshot_s=0.3, batch=50)
     applied: dict[int, dict[str, Any]] = {}
     mismatches: list[int] = []
     stop = asyncio.Event()
     lost_entries = 0
+    max_seq_lost = 0
+    sent: list[Command] = []
 
     async def settle() -> None:
         import msgpack
@@ -197,67 +200,83 @@ async def test_redis_kill9_and_aof_restart(fresh_redis: RedisServer, tmp_path: P
                         mismatches.append(row["seq"])
                 last_id = entry_id.decode()
 
-    async def produce(start: int, end: int) -> int:
-        """Send cmds[start:end] in batches; returns where it stopped (end, or earlier on a Redis error)."""
-        i = start
-        while i < end:
-            try:
-                await xadd_batches(r, M, [cmds[j:j + 40] for j in range(i, min(i + 400, end), 40)])
-            except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError):
-                return i
-            i = min(i + 400, end)
+    async def produce(todo: list[Command]) -> None:
+        for i in range(0, len(todo), 400):
+            chunk = todo[i:i + 400]
+            await xadd_batches(r, M, [chunk[j:j + 40] for j in range(0, len(chunk), 40)])
+            sent.extend(chunk)
             await asyncio.sleep(0.01)
-        return i
 
-    async def resend_above_watermark() -> int:
-        wm = await _retry(r.hget, keys.checkpoint(M), keys.watermark_field(0))
-        return int(wm or 0)  # iids are 1..n in order, so command index == wm
+    async def backlog_above_watermarks() -> list[Command]:
+        wm = {k: int(await _retry(r.hget, keys.checkpoint(M), keys.watermark_field(k)) or 0) for k in range(shards)}
+        return sorted((c for c in sent if c.iid > wm[c.shard]), key=lambda c: (c.shard, c.iid))
 
     def incr_aof() -> Path:
-        return max((fresh_redis.directory / "appendonlydir").glob("*.incr.aof"), key=lambda p: p.stat().st_mtime)
+        return max((server.directory / "appendonlydir").glob("*.incr.aof"), key=lambda p: p.stat().st_mtime)
 
     settler = asyncio.create_task(settle())
-    max_seq_lost = 0
     try:
         pos = 0
         for crash_at in (4000, 8000):
-            pos = await produce(pos, crash_at)
+            await produce(cmds[pos:crash_at])
             await asyncio.sleep(0.3)
             aof = incr_aof()
             fsynced = aof.stat().st_size
-            pos = await produce(pos, crash_at + 1200)
+            await produce(cmds[crash_at:crash_at + 1200])
+            pos = crash_at + 1200
             await asyncio.sleep(0.4)  # the runner commits, settlement applies: then the crash loses it
             before = await r.xlen(keys.match_in(M))
             settled = max(applied, default=0)
-            fresh_redis.kill()
+            server.kill()
             # kill -9 alone keeps what Redis wrote to the OS; an OS crash with appendfsync everysec
             # loses the unsynced tail: cut the AOF back to a size it had a moment ago.
             _truncate(aof, fsynced)
-            fresh_redis.start()
+            server.start()
             after = int(await _retry(r.xlen, keys.match_in(M)))
             lost_entries += before - after
             ck_seq = int(await _retry(r.hget, keys.checkpoint(M), "seq") or 0)
             max_seq_lost = max(max_seq_lost, settled - ck_seq)
-            pos = await resend_above_watermark()
-        assert lost_entries > 0, "the crash really lost input"
-        assert max_seq_lost > 0, "settlement had applied events that the crash lost from Redis"
-        pos = await produce(pos, len(cmds))
-        assert pos == len(cmds)
+            backlog = await backlog_above_watermarks()
+            sent.clear()
+            await produce(backlog)
+        await produce(cmds[pos:])
         await wait_caught_up(r, M, timeout_s=60)
         rows = await read_out(r, M)
         assert_sequenced(rows)
-        # single intake shard re-sent in order: the output is exactly the uninterrupted run's
-        assert rows == expected_wire(cmds)
+        # whatever happened, the output is the deterministic replay of the durable input log
+        assert rows == expected_wire(await read_in_commands(r, M))
+        # and every command was applied exactly once
+        assert len({(c.shard, c.iid) for c in await read_in_commands(r, M)}) == len(cmds)
         await asyncio.sleep(0.3)
         stop.set()
         await settler
-        assert not mismatches, f"seqs settled twice with different content: {mismatches[:5]}"
-        assert sorted(applied) == [row["seq"] for row in rows]
-        assert [applied[row["seq"]] for row in rows] == rows
-        print(f"lost by the two crashes: {lost_entries} match:in entries; up to {max_seq_lost} settled seqs")
+        assert sorted(applied) == [row["seq"] for row in rows], "settlement saw every seq, no gap"
+        return rows, mismatches, lost_entries, max_seq_lost
     finally:
         stop.set()
         if not settler.done():
             settler.cancel()
         stop_process(proc)
         await r.aclose()
+
+
+@pytest.mark.asyncio
+async def test_redis_kill9_and_aof_restart(fresh_redis: RedisServer, tmp_path: Path) -> None:
+    """One intake shard: re-forwarding restores the original order, so settlement converges exactly."""
+    rows, mismatches, lost, settled_lost = await _redis_crashes(fresh_redis, tmp_path, shards=1)
+    assert lost > 0, "the crash really lost input"
+    assert settled_lost > 0, "settlement had applied events that the crash lost from Redis"
+    assert not mismatches, f"seqs came back with different content: {mismatches[:5]}"
+    assert rows == expected_wire(sharded_flow(12_000, 404, shards=1)), "exactly the uninterrupted run"
+    print(f"lost by the two crashes: {lost} match:in entries; {settled_lost} settled seqs regenerated identically")
+
+
+@pytest.mark.asyncio
+async def test_redis_kill9_with_three_intake_shards(fresh_redis: RedisServer, tmp_path: Path) -> None:
+    """Three shards re-forwarded one after another: output stays gap-free, duplicate-free and a
+    deterministic function of the durable input; but regenerated seqs may differ from what
+    settlement applied before the crash (reported, not asserted) -- see the matcher report."""
+    _rows, mismatches, lost, settled_lost = await _redis_crashes(fresh_redis, tmp_path, shards=3)
+    assert lost > 0 and settled_lost > 0
+    print(f"3 shards: lost {lost} input entries, {settled_lost} settled seqs; "
+          f"{len(set(mismatches))} of them came back with different content")
