@@ -8,6 +8,7 @@ environment variables (flags win over them):
 - COFFER_WATCHER_START_HEIGHT     first height to scan when there is no cursor yet (default: the tip)
 - COFFER_WATCHER_POLL_S           seconds between polls when caught up (default 2)
 - COFFER_WATCHER_ETH_FINALITY     `confirmations` (default) or `finalized` (credit at the finalized tag)
+- COFFER_WATCHER_STOP_GRACE_S     seconds a SIGTERM/SIGINT waits for the current block (default 10)
 `--once` catches up with the tip, reconciles and exits (0).
 """
 
@@ -21,6 +22,8 @@ import signal
 from typing import Any
 
 from watchers.errors import WatcherConfigError
+
+STOP_GRACE_S = 10.0  # default of COFFER_WATCHER_STOP_GRACE_S
 
 
 def register(sub: Any) -> None:
@@ -48,6 +51,19 @@ def _env_int(name: str) -> int | None:
         raise WatcherConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise WatcherConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise WatcherConfigError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
 def _run(args: argparse.Namespace) -> int:
     from coffer.settings import Settings
     from watchers.runner import RunOptions, run_watcher
@@ -67,11 +83,8 @@ def _run(args: argparse.Namespace) -> int:
     finality = os.environ.get("COFFER_WATCHER_ETH_FINALITY", "confirmations")
     if finality not in ("confirmations", "finalized"):
         raise WatcherConfigError(f"COFFER_WATCHER_ETH_FINALITY must be confirmations or finalized, got {finality!r}")
-    poll_raw = os.environ.get("COFFER_WATCHER_POLL_S", "2")
-    try:
-        poll_s = float(poll_raw)
-    except ValueError:
-        raise WatcherConfigError(f"COFFER_WATCHER_POLL_S must be a number of seconds, got {poll_raw!r}") from None
+    poll_s = _env_seconds("COFFER_WATCHER_POLL_S", 2.0)
+    grace_s = _env_seconds("COFFER_WATCHER_STOP_GRACE_S", STOP_GRACE_S)
     start = args.start_height if args.start_height is not None else _env_int("COFFER_WATCHER_START_HEIGHT")
     options = RunOptions(
         chain=args.chain, network=network, database_url=database_url, node_url=node_url, start_height=start,
@@ -81,9 +94,22 @@ def _run(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal() -> None:
+            # Finish the current block, then stop; a step stuck on an unreachable node is
+            # cancelled after a grace period (its transaction rolls back: nothing half-done).
+            stop.set()
+            loop.call_later(grace_s, task.cancel)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        progress = await run_watcher(options, stop)
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            progress = await run_watcher(options, stop)
+        except asyncio.CancelledError:
+            logging.getLogger("watchers").warning("watcher cancelled after %.1f s grace", grace_s)
+            return
         logging.getLogger("watchers").info("watcher stopped: %s", progress)
 
     asyncio.run(main())

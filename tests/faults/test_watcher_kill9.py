@@ -39,9 +39,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def start_daemon(db_url: str, node_url: str, start_height: int, *extra: str,
-                 log: Path) -> subprocess.Popen[bytes]:
+                 log: Path, grace_s: str = "10") -> subprocess.Popen[bytes]:
     env = dict(os.environ, COFFER_DATABASE_URL=db_url, COFFER_WATCHER_POLL_S="0.05", COFFER_LOG_LEVEL="INFO",
-               PYTHONPATH=str(REPO))
+               COFFER_WATCHER_STOP_GRACE_S=grace_s, PYTHONPATH=str(REPO))
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "coffer", "watcher", "run", "--chain", "eth", "--network", "regtest",
@@ -148,15 +148,16 @@ def test_kill9_during_200_deposits_credits_each_exactly_once(eth_chain: EthChain
     assert min(kills) < DEPOSITS, kills
 
 
-def test_sigterm_stops_the_daemon_cleanly(eth_chain: EthChain, db_url: str, tmp_path: Path) -> None:
-    async def prepare() -> None:
-        conn = await asyncpg.connect(db_url)
-        try:
-            await seed(conn)
-        finally:
-            await conn.close()
+async def _seed(db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        await seed(conn)
+    finally:
+        await conn.close()
 
-    asyncio.run(prepare())
+
+def test_sigterm_stops_the_daemon_cleanly(eth_chain: EthChain, db_url: str, tmp_path: Path) -> None:
+    asyncio.run(_seed(db_url))
     log = tmp_path / "watcher.log"
     daemon = start_daemon(db_url, eth_chain.url, eth_chain.block_number(), log=log)
     deadline = time.monotonic() + 60
@@ -166,3 +167,20 @@ def test_sigterm_stops_the_daemon_cleanly(eth_chain: EthChain, db_url: str, tmp_
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=30) == 0, log.read_text()[-3000:]
     assert "watcher stopped" in log.read_text()
+
+
+def test_sigterm_stops_a_daemon_stuck_on_an_unreachable_node(eth_chain: EthChain, db_url: str,
+                                                             tmp_path: Path) -> None:
+    from coffer.localservices import free_port
+
+    asyncio.run(_seed(db_url))
+    log = tmp_path / "watcher.log"
+    dead_node = f"http://127.0.0.1:{free_port()}"
+    daemon = start_daemon(db_url, dead_node, 0, log=log, grace_s="0.5")
+    deadline = time.monotonic() + 60
+    while "retry" not in log.read_text() and time.monotonic() < deadline:  # retrying the dead node
+        assert daemon.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.1)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0, log.read_text()[-3000:]
+    assert "watcher cancelled" in log.read_text()
