@@ -4,9 +4,11 @@ The trading API hears three things on pub/sub: the ledger's replies to its intak
 (on this instance's reply channel), each user's events (fills, order states, balances), and
 market data. Opening a pub/sub connection per waiting request or per WebSocket would not
 scale, so `EventHub` keeps one, subscribes a channel while at least one `Listener` wants it
-(reference counted) and hands each message to every listener's bounded queue without ever
-waiting: a listener whose queue is full is marked `overflowed` and gets nothing more (a slow
-WebSocket client is dropped rather than slowing the others). Replies are matched to waiting
+(reference counted; the subscription lingers `linger_s` after the last listener leaves, so a
+busy user costs no SUBSCRIBE/UNSUBSCRIBE per order) and hands each message to every
+listener's bounded queue without ever waiting: a listener whose queue is full is marked
+`overflowed` and gets nothing more (a slow WebSocket client is dropped rather than slowing
+the others). Replies are matched to waiting
 requests by their request id. Pub/sub is at-most-once; callers fall back to reading
 PostgreSQL when a message does not come.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -64,6 +67,10 @@ class EventHub:
         self._waiters: dict[str, asyncio.Future[Any]] = {}
         self._lock = asyncio.Lock()
         self._ready = asyncio.Event()
+        self._subscribed: set[str] = set()  # channels subscribed in Redis (listened to, or lingering)
+        self._idle_since: dict[str, float] = {}
+        self._last_sweep = 0.0
+        self.linger_s = 10.0
 
     async def start(self) -> None:
         import redis.asyncio as aioredis
@@ -74,7 +81,9 @@ class EventHub:
 
     async def _connect(self) -> None:
         self._pubsub = self._client.pubsub()
-        await self._pubsub.subscribe(self._reply_channel, *self._listeners.keys())
+        self._subscribed = set(self._listeners)
+        self._idle_since.clear()
+        await self._pubsub.subscribe(self._reply_channel, *self._subscribed)
         self._ready.set()
 
     async def close(self) -> None:
@@ -106,7 +115,10 @@ class EventHub:
                     await self._pubsub.aclose()
                     await self._connect()
                 continue
-            if msg is None or msg.get("type") != "message":
+            if msg is None:
+                await self._expire_idle()
+                continue
+            if msg.get("type") != "message":
                 continue
             channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else str(msg["channel"])
             data: bytes = msg["data"]
@@ -148,13 +160,19 @@ class EventHub:
     async def add(self, listener: Listener, channel: str) -> None:
         async with self._lock:
             subs = self._listeners.setdefault(channel, set())
-            first = not subs
             subs.add(listener)
             listener.channels.add(channel)
-            if first and self._pubsub is not None:
+            if channel in self._subscribed:
+                self._idle_since.pop(channel, None)
+                return
+            self._subscribed.add(channel)
+            if self._pubsub is not None:
                 await self._pubsub.subscribe(channel)
 
     async def remove(self, listener: Listener, channel: str) -> None:
+        """Stop delivering `channel` to `listener`. The Redis subscription lingers for `linger_s`
+        after its last listener left (a user placing orders in a row costs no SUBSCRIBE /
+        UNSUBSCRIBE per order); `_expire_idle` drops it afterwards."""
         async with self._lock:
             subs = self._listeners.get(channel)
             listener.channels.discard(channel)
@@ -163,9 +181,22 @@ class EventHub:
             subs.discard(listener)
             if not subs:
                 del self._listeners[channel]
-                if self._pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await self._pubsub.unsubscribe(channel)
+                self._idle_since[channel] = time.monotonic()
+        await self._expire_idle()
+
+    async def _expire_idle(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < self.linger_s / 2:
+            return
+        self._last_sweep = now
+        async with self._lock:
+            stale = [c for c, t in self._idle_since.items() if now - t >= self.linger_s and c not in self._listeners]
+            for channel in stale:
+                del self._idle_since[channel]
+                self._subscribed.discard(channel)
+            if stale and self._pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await self._pubsub.unsubscribe(*stale)
 
     async def remove_all(self, listener: Listener) -> None:
         for channel in tuple(listener.channels):
