@@ -229,19 +229,22 @@ async def rewind(conn: asyncpg.Connection, *, chain: str, network: str, fork: Cu
     Returns the keys of credited deposits whose block was orphaned (they are reversed by
     `reconcile` unless the new chain contains them again).
     """
-    await conn.execute("DELETE FROM watcher_blocks WHERE chain = $1 AND network = $2 AND height > $3",
-                       chain, network, fork.height)
+    # Only rows seen in the dropped blocks: matched by block hash, not by height, so rows of an
+    # older chain instance (e.g. a retired demo chain) are never touched.
+    dropped = [r["block_hash"] for r in await conn.fetch(
+        "DELETE FROM watcher_blocks WHERE chain = $1 AND network = $2 AND height > $3 RETURNING block_hash",
+        chain, network, fork.height)]
     rows = await conn.fetch(
         """UPDATE watcher_deposits SET
                status = CASE status WHEN 'confirming' THEN 'orphaned' WHEN 'credited' THEN 'credited_orphaned'
                         ELSE status END,
                block_height = NULL, block_hash = NULL, confirmations = 0, updated_at = now()
-           WHERE chain = $1 AND network = $2 AND block_height > $3 RETURNING deposit_key, status""",
-        chain, network, fork.height)
+           WHERE chain = $1 AND network = $2 AND block_hash = ANY($3::text[]) RETURNING deposit_key, status""",
+        chain, network, dropped)
     await conn.execute(
         """UPDATE watcher_followed_txs SET status = 'pending', block_height = NULL, block_hash = NULL,
                confirmations = 0, updated_at = now()
-           WHERE chain = $1 AND network = $2 AND block_height > $3""", chain, network, fork.height)
+           WHERE chain = $1 AND network = $2 AND block_hash = ANY($3::text[])""", chain, network, dropped)
     await conn.execute(
         """UPDATE watcher_cursors SET height = $3, block_hash = $4, updated_at = now()
            WHERE chain = $1 AND network = $2""", chain, network, fork.height, fork.block_hash)
