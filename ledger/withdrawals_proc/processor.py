@@ -65,6 +65,7 @@ class ProcessorConfig:
     bump_after_s: float | None = None
     poll_s: float = 1.0
     eth_min_tip_wei: int = eth_build.DEFAULT_MIN_TIP_WEI
+    recheck_window_s: float = 3600.0  # settled transactions are watched this long for deep reorgs
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProcessorConfig:
@@ -152,6 +153,7 @@ class Processor:
             moved += await self._guard(self.check(wid), f"withdrawal {wid}")
         if self.config.bump_after_s is not None:
             moved += await self.auto_bump(self.config.bump_after_s)
+        moved += await self._guard(self.recheck_settled(self.config.recheck_window_s), "re-check of settled txs")
         return moved
 
     async def _guard(self, coro: Any, what: str) -> int:
@@ -463,6 +465,28 @@ class Processor:
                 await r.set_stage(conn, wid, "failed", reason=f"transaction {tx['txid']} reverted on chain")
                 log.error("withdrawal %d: transaction %s reverted; hold released", wid, tx["txid"])
         return 1
+
+    async def recheck_settled(self, window_s: float) -> int:
+        """A settled transaction that a reorg deeper than the required confirmations took out of the
+        chain is re-broadcast as stored (the same transaction: nothing is paid or settled twice)."""
+        rows = await self.pool.fetch(
+            f"SELECT {r.TX_COLUMNS} FROM wd_txs WHERE state = 'confirmed' "
+            "AND updated_at > now() - make_interval(secs => $1) ORDER BY id", window_s)
+        moved = 0
+        for tx in rows:
+            if (await self.chain_state(tx)).found:
+                continue
+            try:
+                await self._api(tx["chain"]).send(tx["signed"], tx["txid"])
+            except BroadcastRejectedError as exc:
+                log.error("ALERT settled transaction %s left the chain and cannot be re-broadcast: %s", tx["txid"], exc)
+                continue
+            await self.pool.execute("UPDATE wd_txs SET broadcasts = broadcasts + 1, last_broadcast_at = now() "
+                                    "WHERE id = $1", tx["id"])
+            log.error("ALERT settled transaction %s was taken out of the chain by a deep reorg: re-broadcast",
+                      tx["txid"])
+            moved += 1
+        return moved
 
     # ---- fee bumps ---------------------------------------------------------------------
 
