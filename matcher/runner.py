@@ -103,6 +103,7 @@ class RunnerConfig:
     batch: int = 100
     block_ms: int = 100
     out_chunk: int = 5000
+    max_events_per_commit: int = 50_000
     retry_delay_s: float = 0.2
 
 
@@ -255,11 +256,16 @@ class MarketRunner:
                             raise LeaseLostError(f"{self.market}: lease lost while idle")
                         last_renew = now
                     continue
+                entries = reply[0][1]
                 prev_seq, prev_in = self.engine.seq, self.in_id
                 rows: list[dict[str, Any]] = []
-                for entry_id, fields in reply[0][1]:
+                for n, (entry_id, fields) in enumerate(entries, start=1):
                     self._apply_entry(fields, rows)
                     self.in_id = entry_id.decode()
+                    if len(rows) >= self.config.max_events_per_commit and n < len(entries):
+                        # big input entries: commit in parts so one script call stays bounded
+                        await self._commit_batch(prev_seq, prev_in, rows)
+                        prev_seq, prev_in, rows = self.engine.seq, self.in_id, []
                 # Read the next batch while this one commits (the read does not depend on the commit;
                 # if the commit is refused, the read-ahead is thrown away with the rest of the state).
                 read_ahead = asyncio.create_task(self._read())

@@ -111,3 +111,26 @@ async def test_fenced_leader_cannot_write(redis_url: str) -> None:
         assert await r.hget(keys.checkpoint(M), "seq") is None
     finally:
         await r.aclose()
+
+
+@pytest.mark.asyncio
+async def test_big_entries_commit_in_parts(redis_url: str) -> None:
+    """Entries of thousands of commands (the ledger packs up to 5,000) split into bounded commits."""
+    r = aioredis.Redis.from_url(redis_url)
+    stop = asyncio.Event()
+    try:
+        cmds = sharded_flow(12_000, seed=21, shards=2)
+        await xadd_batches(r, M, [cmds[i:i + 3000] for i in range(0, len(cmds), 3000)])
+        runner = MarketRunner(r, M, _config(redis_url, max_events_per_commit=2000, out_chunk=700), stop)
+        task = asyncio.create_task(runner.run())
+        await wait_caught_up(r, M)
+        stop.set()
+        await task
+        rows = await read_out(r, M)
+        assert_sequenced(rows)
+        assert rows == expected_wire(cmds)
+        assert runner.commits >= 4, "one commit per big entry at least"
+        assert await r.xlen(keys.match_out(M)) > runner.commits, "events split into several stream entries"
+    finally:
+        stop.set()
+        await r.aclose()
