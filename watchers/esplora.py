@@ -31,6 +31,11 @@ def _is_hex32(value: object) -> bool:
     return True
 
 
+def _first_leaf(group: BaseExceptionGroup[Exception]) -> Exception:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 class EsploraClient:
     """Async client of one Esplora host; `base_url` like `https://blockstream.info/testnet/api`."""
 
@@ -118,8 +123,13 @@ class EsploraClient:
                 return await self.block_txs_page(block_hash, start)
 
         starts = range(0, tx_count, TXS_PAGE_SIZE)
-        pages = await asyncio.gather(*(page(s) for s in starts))
-        txs = [tx for p in pages for tx in p]
+        try:
+            # A TaskGroup cancels the other pages as soon as one fails (gather would leave them running).
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(page(s)) for s in starts]
+        except ExceptionGroup as failed:
+            raise _first_leaf(failed) from None
+        txs = [tx for task in tasks for tx in task.result()]
         if len(txs) != tx_count:
             raise InconsistentAnswerError(f"block {block_hash}: {len(txs)} txs served, header says {tx_count}")
         for tx in txs:

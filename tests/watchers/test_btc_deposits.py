@@ -270,7 +270,7 @@ async def test_inconsistent_answers_are_retried_never_credited(btc_chain: BtcCha
 
 @pytest.mark.asyncio
 async def test_esplora_client_against_the_regtest_host(btc_chain: BtcChain, btc_start: int) -> None:
-    from watchers.errors import ChainClientError, ChainRpcError
+    from watchers.errors import ChainClientError, ChainRpcError, InconsistentAnswerError
     from watchers.esplora import EsploraClient
 
     async with EsploraClient(btc_chain.url, policy=FAST_RETRY) as client:
@@ -290,6 +290,8 @@ async def test_esplora_client_against_the_regtest_host(btc_chain: BtcChain, btc_
         assert await client.tx("00" * 32) is None
         txs = await client.block_txs(mined, (await client.block(mined))["tx_count"])
         assert txid in [t["txid"] for t in txs]
+        with pytest.raises((InconsistentAnswerError, ChainRpcError)):  # a page that does not exist: one error
+            await client.block_txs(mined, len(txs) + 60)
         with pytest.raises(ChainRpcError):
             await client.broadcast("00")  # not a transaction: the host rejects it, no retry
     limited = RetryPolicy(base_delay_s=0.001, max_delay_s=0.002, max_attempts=3)
