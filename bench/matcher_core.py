@@ -5,8 +5,9 @@ orders (limit IOC/GTC through the touch and market orders) and 15% cancels of ea
 resting orders, from a fixed seed. Commands are built before the clock starts. Three figures:
 
 - `orders_per_s`: `Engine.execute` on protocol `PlaceOrder`/`CancelOrder` commands
-  (validation + matching, events as the core's tuples) -- what the runner's hot path does;
+  (validation + matching, events as the core's tuples);
 - `orders_per_s_with_events`: `Engine.apply`, which also builds the protocol event dataclasses;
+- `orders_per_s_wire`: `Engine.apply_wire`, events as the wire dicts the runner encodes (its path);
 - `orders_per_s_book`: the `OrderBook` core called directly with plain arguments.
 
 Run: `python -m bench.matcher_core [--orders N] [--seed S]`; the last line is one JSON object.
@@ -63,12 +64,19 @@ def mixed_flow(n: int, seed: int) -> list[Command]:
     return cmds
 
 
-def _time_engine(cmds: list[Command], with_events: bool) -> tuple[float, int]:
+def _time_engine(cmds: list[Command], with_events: bool, wire: bool = False) -> tuple[float, int]:
     engine = Engine()
     gc.collect()
     gc.disable()
     try:
-        if with_events:
+        if wire:
+            apply_wire = engine.apply_wire
+            n_events = 0
+            t0 = time.perf_counter()
+            for cmd in cmds:
+                n_events += len(apply_wire(cmd))
+            dt = time.perf_counter() - t0
+        elif with_events:
             apply = engine.apply
             n_events = 0
             t0 = time.perf_counter()
@@ -131,6 +139,7 @@ def main() -> None:
     n = len(cmds)
     best_exec = min(_time_engine(cmds, False)[0] for _ in range(args.repeat))
     best_events, n_events = min(_time_engine(cmds, True) for _ in range(args.repeat))
+    best_wire = min(_time_engine(cmds, False, wire=True)[0] for _ in range(args.repeat))
     best_book = min(_time_book(cmds) for _ in range(args.repeat))
     kinds = {"cancel": sum(isinstance(c, CancelOrder) for c in cmds)}
     print(json.dumps({
@@ -141,6 +150,7 @@ def main() -> None:
         "events": n_events,
         "orders_per_s": round(n / best_exec),
         "orders_per_s_with_events": round(n / best_events),
+        "orders_per_s_wire": round(n / best_wire),
         "orders_per_s_book": round(n / best_book),
         "best_of": args.repeat,
         "note": "2-core machine shared with the whole team while measured; figures are depressed",
