@@ -101,3 +101,41 @@ async def test_two_api_instances_share_the_pipeline(db_url: str, redis_url: str,
         assert (await a1.order(results[0]["id"]))["status"] == "filled"
         assert (await a1.order(results[1]["id"]))["status"] == "partially_filled"
         assert repr(a1).find(a_secret) == -1
+
+
+@pytest.mark.asyncio
+async def test_time_in_force_post_only_and_market_orders(db_url: str, redis_url: str, tmp_path: Path) -> None:
+    """The engine's outcomes come back in the answer: post-only that would cross is rejected with
+    its reason, IOC remainder expires, FOK that cannot fill is rejected, a market buy by quote
+    amount fills; every unfilled part is released to the unit."""
+    await seed_markets(db_url)
+    alice, a_key, a_secret = await new_user(db_url, tmp_path)
+    bob, b_key, b_secret = await new_user(db_url, tmp_path)
+    await credit(db_url, alice, "BTC", 10_000_000, "tif-btc-a")
+    await credit(db_url, bob, "USDT", 10_000_000_000, "tif-usdt-b")
+    async with running_api(config_for(db_url, redis_url, tmp_path)) as url, \
+            order_pipeline(db_url, redis_url, 2), \
+            CofferClient(url, a_key, a_secret) as a, CofferClient(url, b_key, b_secret) as b:
+        ask = await a.place_order(market="BTC-USDT", side="sell", price="30000.0", quantity="0.02")
+        assert ask["status"] == "open"
+        post = await b.place_order(market="BTC-USDT", side="buy", price="30000.0", quantity="0.01", post_only=True)
+        assert post["status"] == "rejected" and post["reason"]
+        fok = await b.place_order(market="BTC-USDT", side="buy", price="30000.0", quantity="0.03",
+                                  time_in_force="FOK")
+        assert fok["status"] == "rejected" and fok["filled_quantity"] == "0.00000"
+        ioc = await b.place_order(market="BTC-USDT", side="buy", price="30000.0", quantity="0.015",
+                                  time_in_force="IOC")
+        assert ioc["status"] == "filled" and ioc["filled_quantity"] == "0.01500"
+        rest = await b.place_order(market="BTC-USDT", side="buy", price="30000.0", quantity="0.01",
+                                   time_in_force="IOC")
+        assert rest["status"] == "expired" and rest["filled_quantity"] == "0.00500"
+        assert (await a.order(ask["id"]))["status"] == "filled"
+        # bob paid 0.02 BTC x 30000 = 600 USDT and holds nothing frozen; fees 20 bps of the BTC
+        assert await balances_of(db_url, bob) == {"USDT": (9_400_000_000, 0), "BTC": (1_996_000, 0)}
+
+        await a.place_order(market="BTC-USDT", side="sell", price="31000.0", quantity="0.01")
+        mkt = await b.place_order(market="BTC-USDT", side="buy", type="market", quote_quantity="620")
+        # 0.01 BTC at 31000 = 310 USDT spent, the other 310 of the 620 released
+        assert mkt["filled_quantity"] == "0.01000" and mkt["filled_quote"] == "310.000000"
+        assert mkt["status"] in ("filled", "expired")
+        assert await balances_of(db_url, bob) == {"USDT": (9_090_000_000, 0), "BTC": (2_994_000, 0)}
