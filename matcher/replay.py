@@ -10,8 +10,9 @@ the order id: the replay cancels on behalf of the user that placed it (an option
 overrides). The event `ts_ms` inside the engine is the input line number (no clock).
 
 Output events: `trade` (taker, maker, price, qty), `open` (id, remaining), `done` (id,
-reason, remaining; plus `funds_remaining` for a market buy by funds), `cancel_reject` (id,
-reason) for a cancel of an order not on the book, and `error` (line, reason).
+reason, remaining; plus `funds_remaining` for a market buy by funds) and `error` (line,
+reason) -- also for a cancel the engine refuses (order not on the book), which carries the
+engine's own seq for that refusal and the cancelled `id`.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class Replayer:
         qty = self._units(obj["qty"], self.lot, "qty")
         return PlaceOrder(oid, user, side, "market", None, qty, None, "GTC", False, self.stp, 0, line_no, line_no)
 
-    def event(self, ev: Event) -> dict[str, Any]:
+    def event(self, ev: Event, line_no: int) -> dict[str, Any]:
         if isinstance(ev, Trade):
             return {"event": "trade", "seq": ev.seq, "taker": ev.taker, "maker": ev.maker,
                     "price": _fmt(ev.price, self.tick), "qty": _fmt(ev.qty, self.lot)}
@@ -134,7 +135,8 @@ class Replayer:
                 out["funds_remaining"] = _fmt(ev.funds_remaining, self.notional)
             return out
         assert isinstance(ev, CancelRejected)
-        return {"event": "cancel_reject", "seq": ev.seq, "id": ev.oid, "reason": ev.reason}
+        return {"event": "error", "seq": ev.seq, "line": line_no, "id": ev.oid,
+                "reason": f"cancel refused: {ev.reason}"}
 
     def line(self, text: str, line_no: int) -> list[dict[str, Any]]:
         """The output events of one input line (blank lines give none)."""
@@ -156,7 +158,7 @@ class Replayer:
                 self.owners[cmd.oid] = cmd.user
         else:
             events = self.engine.apply(cmd)
-        return [self.event(e) for e in events]
+        return [self.event(e, line_no) for e in events]
 
     def run(self, lines: Iterable[str]) -> Iterator[dict[str, Any]]:
         for line_no, text in enumerate(lines, start=1):

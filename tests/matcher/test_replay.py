@@ -28,7 +28,7 @@ def test_issue_example_flow() -> None:
         {"event": "trade", "seq": 2, "taker": 2, "maker": 1, "price": "100.25", "qty": "0.5"},
         {"event": "done", "seq": 3, "id": 1, "reason": "filled", "remaining": "0"},
         {"event": "done", "seq": 4, "id": 2, "reason": "expired", "remaining": "1"},
-        {"event": "cancel_reject", "seq": 5, "id": 1, "reason": "order not on the book"},
+        {"event": "error", "seq": 5, "line": 3, "id": 1, "reason": "cancel refused: order not on the book"},
     ]
 
 
