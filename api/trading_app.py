@@ -77,8 +77,16 @@ def _path(request: Request) -> OrderPath:
     return path
 
 
+MAX_BODY_BYTES = 16 * 1024
+
+
 async def authenticate(request: Request) -> Principal:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ValidationError(f"the body is larger than {MAX_BODY_BYTES} bytes", field="body")
     body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise ValidationError(f"the body is larger than {MAX_BODY_BYTES} bytes", field="body")
     auth = _ctx(request).authenticator()
     return await auth.authenticate(request.headers, request.method, request.url.path,
                                    request.url.query, body)
@@ -305,5 +313,5 @@ def serve(args: argparse.Namespace) -> int:
     port = args.port or settings.trading_api_port
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(config), host=host, port=port, log_level=settings.log_level.lower(),
-                access_log=False, ws="websockets-sansio")
+                access_log=False, ws="websockets-sansio", ws_max_size=64 * 1024)
     return 0

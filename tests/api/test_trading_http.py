@@ -127,6 +127,9 @@ async def test_bad_orders_are_4xx_naming_the_field_and_freeze_nothing(db_url: st
             err = resp.json()
             assert err["field"] == field, (body, err)
             assert words in err["reason"], (body, err)
+        too_big = await c.raw("POST", "/api/v1/orders", content=b'{"market": "' + b"x" * 20_000 + b'"}')
+        assert too_big.status_code == 400 and too_big.json()["field"] == "body"
+        assert "larger than" in too_big.json()["reason"]
         # the ledger's own refusal: more than the available balance
         with pytest.raises(ClientError) as info:
             await c.place_order(market="BTC-USDT", side="sell", price="30000", quantity="1")
