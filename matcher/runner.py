@@ -33,7 +33,7 @@ import msgpack
 
 from matcher import keys
 from matcher.engine import Engine
-from matcher.errors import LeaseLostError, MatcherError, RecoveryError
+from matcher.errors import LeaseLostError, MatcherError, RecoveryError, SnapshotError
 from matcher.protocol import BATCH_FIELD, Command, ProtocolError, decode_commands
 
 log = logging.getLogger("matcher.runner")
@@ -184,9 +184,13 @@ class MarketRunner:
         snap = await self.r.hgetall(self.k_snap)
         self.engine, self.in_id, self.wm = Engine(), "0-0", {}
         if snap and _id_le(snap[b"in_id"].decode(), ck_in):
-            self.engine = Engine.restore(snap[b"engine"])
-            self.in_id = snap[b"in_id"].decode()
-            self.wm = {int(k): int(v) for k, v in msgpack.unpackb(snap[b"wm"], strict_map_key=False).items()}
+            try:
+                engine = Engine.restore(snap[b"engine"])
+                wm = {int(k): int(v) for k, v in msgpack.unpackb(snap[b"wm"], strict_map_key=False).items()}
+            except (SnapshotError, ValueError, TypeError, AttributeError) as exc:
+                log.error("%s: unusable snapshot (%s); replaying match:in from the start", self.market, exc)
+            else:
+                self.engine, self.in_id, self.wm = engine, snap[b"in_id"].decode(), wm
         elif snap:
             log.warning("%s: snapshot is ahead of the checkpoint; replaying from the start", self.market)
         replayed = 0

@@ -134,3 +134,31 @@ async def test_big_entries_commit_in_parts(redis_url: str) -> None:
     finally:
         stop.set()
         await r.aclose()
+
+
+@pytest.mark.asyncio
+async def test_corrupt_snapshot_falls_back_to_full_replay(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    stop = asyncio.Event()
+    try:
+        cmds = sharded_flow(1500, seed=31, shards=1)
+        await xadd_batches(r, M, [cmds[i:i + 50] for i in range(0, 750, 50)])
+        task = asyncio.create_task(MarketRunner(r, M, _config(redis_url), stop).run())
+        await wait_caught_up(r, M)
+        stop.set()
+        await task
+        await r.hset(keys.snapshot(M), "engine", b"\x00garbage")
+        stop = asyncio.Event()
+        runner = MarketRunner(r, M, _config(redis_url), stop)
+        task = asyncio.create_task(runner.run())
+        await xadd_batches(r, M, [cmds[i:i + 50] for i in range(750, 1500, 50)])
+        await wait_caught_up(r, M)
+        stop.set()
+        await task
+        assert runner.commands == 1500, "the restart replayed every command from the start"
+        rows = await read_out(r, M)
+        assert_sequenced(rows)
+        assert rows == expected_wire(cmds)
+    finally:
+        stop.set()
+        await r.aclose()
