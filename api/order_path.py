@@ -60,7 +60,21 @@ class OrderPath:
         except (redis.exceptions.ConnectionError, OSError) as exc:
             raise UnavailableError("the order pipeline is unreachable; retry later") from exc
 
-    async def _request(self, user_id: int, request: Any, listener: Listener, deadline: float) -> Any | None:
+    @property
+    def reply_channel(self) -> str:
+        """This instance's reply channel (`reply_to` of every intake request it sends)."""
+        return self._reply_channel
+
+    @property
+    def wait_s(self) -> float:
+        return self._wait_s
+
+    async def request_reply(self, user_id: int, request: Any, deadline: float) -> Any | None:
+        """XADD `request` (an intake_protocol request naming `reply_channel`) to the user's intake
+        shard and wait until `deadline` (monotonic) for the ledger's `Reply`; None if it did not come."""
+        return await self._request(user_id, request, None, deadline)
+
+    async def _request(self, user_id: int, request: Any, listener: Listener | None, deadline: float) -> Any | None:
         """Send and wait for the ledger's reply; None when the deadline passed first. Nothing is
         sent while the reply channel is not subscribed (the answer would be lost): 503."""
         if not await self._hub.wait_ready(min(1.0, max(0.0, deadline - time.monotonic()))):

@@ -298,6 +298,13 @@ def _private_routes(app: FastAPI) -> None:
     from api.deposit_address import add_deposit_address_route
 
     add_deposit_address_route(app, authenticate)
+    try:
+        from api.routes_withdrawals import router as withdrawals_router
+    except ModuleNotFoundError as exc:  # the withdrawals router is contributed separately
+        if exc.name != "api.routes_withdrawals":
+            raise
+    else:
+        app.include_router(withdrawals_router)
 
 
 
