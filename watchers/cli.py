@@ -10,6 +10,7 @@ environment variables (flags win over them):
 - COFFER_WATCHER_ETH_FINALITY     `confirmations` (default) or `finalized` (credit at the finalized tag)
 - COFFER_WATCHER_STOP_GRACE_S     seconds a SIGTERM/SIGINT waits for the current block (default 10)
 `--once` catches up with the tip, reconciles and exits (0).
+`coffer watcher status --chain btc|eth` prints the cursor, deposits by status and recent alerts.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ def register(sub: Any) -> None:
                      help="first height to scan when there is no cursor (default: current tip)")
     run.add_argument("--once", action="store_true", help="catch up with the tip, then exit")
     run.set_defaults(func=_run)
+    status = cmds.add_parser("status", help="cursor, deposits by status and recent alerts of a watcher")
+    status.add_argument("--chain", required=True, choices=("btc", "eth"))
+    status.add_argument("--network", default=None, help="network (default COFFER_WATCHER_NETWORK)")
+    status.set_defaults(func=_status)
 
 
 def _env_int(name: str) -> int | None:
@@ -114,3 +119,50 @@ def _run(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from coffer.settings import Settings
+
+    database_url = Settings.from_env().database_url.get()
+    if not database_url:
+        raise WatcherConfigError("no database: set COFFER_DATABASE_URL")
+    network = args.network or os.environ.get("COFFER_WATCHER_NETWORK", "")
+    if not network:
+        raise WatcherConfigError("no network: pass --network or set COFFER_WATCHER_NETWORK")
+    for line in asyncio.run(status_lines(database_url, args.chain, network)):
+        print(line)
+    return 0
+
+
+async def status_lines(database_url: str, chain: str, network: str) -> list[str]:
+    """Human-readable state of one watcher, read from PostgreSQL."""
+    import asyncpg
+
+    from coffer.settings import mask_url
+    from watchers import repository as repo
+
+    try:
+        conn = await asyncpg.connect(database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise WatcherConfigError(f"cannot connect to PostgreSQL at {mask_url(database_url)}: {exc}") from exc
+    try:
+        cursor = await repo.load_cursor(conn, chain, network)
+        counts = await conn.fetch(
+            """SELECT status, count(*) AS n FROM watcher_deposits WHERE chain = $1 AND network = $2
+               GROUP BY status ORDER BY status""", chain, network)
+        alerts = await conn.fetch(
+            """SELECT created_at, kind, message FROM watcher_alerts WHERE chain = $1 AND network = $2
+               ORDER BY id DESC LIMIT 5""", chain, network)
+        followed = await conn.fetch(
+            """SELECT status, count(*) AS n FROM watcher_followed_txs WHERE chain = $1 AND network = $2
+               GROUP BY status ORDER BY status""", chain, network)
+    finally:
+        await conn.close()
+    lines = [f"watcher {chain}/{network}: " + (
+        "no cursor yet" if cursor is None else f"height {cursor.height} block {cursor.block_hash}")]
+    lines.append("deposits: " + (", ".join(f"{r['status']} {r['n']}" for r in counts) or "none"))
+    lines.append("followed txs: " + (", ".join(f"{r['status']} {r['n']}" for r in followed) or "none"))
+    lines.append(f"alerts: {len(alerts)} recent" if alerts else "alerts: none")
+    lines.extend(f"  {a['created_at']:%Y-%m-%d %H:%M:%S} {a['kind']}: {a['message']}" for a in alerts)
+    return lines

@@ -300,3 +300,34 @@ async def test_esplora_client_against_the_regtest_host(btc_chain: BtcChain, btc_
         with pytest.raises(ChainClientError, match="gave up after 3 attempts"):
             await client.tip_height()
         assert await client.tip_height() == btc_chain.tip_height()  # the faults are used up
+
+
+@pytest.mark.asyncio
+async def test_status_command_shows_cursor_deposits_and_alerts(btc_chain: BtcChain, db_url: str,
+                                                              btc_start: int) -> None:
+    import os
+    import subprocess
+    import sys
+
+    hank = new_address()
+    conn = await asyncpg.connect(db_url)
+    try:
+        await add_addresses(conn, [(230, "btc", hank)], first_index=60)
+        async with watcher(db_url, "btc", btc_chain.url, btc_start, retry=FAST_RETRY) as w:
+            await in_thread(btc_chain.faucet, hank, 33_000)
+            await in_thread(btc_chain.mine, 2)
+            await w.run_once()
+            cursor_hash = await conn.fetchval("SELECT block_hash FROM watcher_cursors WHERE chain = 'btc'")
+    finally:
+        await conn.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
+    env["COFFER_DATABASE_URL"] = db_url
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "coffer", "watcher", "status", "--chain", "btc", "--network", "regtest"],
+        capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"watcher btc/regtest: height {btc_chain.tip_height()} block {cursor_hash}"
+    assert lines[1].startswith("deposits: ") and "credited" in lines[1]
+    assert lines[2].startswith("followed txs: ")
+    assert lines[3].startswith("alerts: ")
