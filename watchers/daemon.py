@@ -180,6 +180,26 @@ class Watcher:
             reversed_keys = await repo.reconcile(conn, chain=self.config.chain, network=self.config.network,
                                                  reverse=self.reverse)
         self.progress.reversed += len(reversed_keys)
+        await self._locate_followed()
+
+    async def _locate_followed(self) -> None:
+        """Followed txs still pending: ask the node where they are.
+
+        A tx may be mined in a block the watcher scanned before it was asked to follow it
+        (the withdrawals broadcast first, then call follow_tx). Only a block that is in our
+        own hash chain counts; anything else waits for the next pass.
+        """
+        async with self.pool.acquire() as conn:
+            pending = await repo.pending_followed(conn, chain=self.config.chain, network=self.config.network)
+        if not pending or self.cursor is None:
+            return
+        for txid in pending:
+            where = await self.source.locate_tx(txid)
+            if where is None or self.chain.hash_at(where[0]) != where[1]:
+                continue
+            async with self.pool.acquire() as conn, conn.transaction():
+                await repo.place_followed(conn, chain=self.config.chain, network=self.config.network, txid=txid,
+                                          block_height=where[0], block_hash=where[1], tip_height=self.cursor.height)
 
     async def step_safely(self) -> bool:
         """`step`, with node trouble logged and retried later instead of raised."""

@@ -96,6 +96,26 @@ async def followed_tx_status(conn: asyncpg.Connection, *, chain: str, network: s
     return None if row is None else dict(row)
 
 
+async def pending_followed(conn: asyncpg.Connection, *, chain: str, network: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT txid FROM watcher_followed_txs WHERE chain = $1 AND network = $2 AND status = 'pending' ORDER BY txid",
+        chain, network)
+    return [r["txid"] for r in rows]
+
+
+async def place_followed(conn: asyncpg.Connection, *, chain: str, network: str, txid: str, block_height: int,
+                         block_hash: str, tip_height: int) -> None:
+    """A pending followed tx found (by asking the node) in a block of our chain at or below the tip."""
+    await conn.execute(
+        """UPDATE watcher_followed_txs SET block_height = $4::bigint, block_hash = $5,
+               confirmations = $6::bigint - $4::bigint + 1,
+               status = CASE WHEN $6::bigint - $4::bigint + 1 >= required_confirmations
+                        THEN 'confirmed' ELSE 'confirming' END,
+               updated_at = now()
+           WHERE chain = $1 AND network = $2 AND txid = $3 AND status = 'pending'""",
+        chain, network, txid.lower(), block_height, block_hash, tip_height)
+
+
 async def add_alert(conn: asyncpg.Connection, *, chain: str, network: str, kind: str, message: str,
                     deposit_key: str | None = None) -> None:
     await conn.execute(

@@ -33,6 +33,9 @@ class ChainSource(Protocol):
 
     def update_assets(self, assets: Mapping[str, AssetRule]) -> None: ...
 
+    async def locate_tx(self, txid: str) -> tuple[int, str] | None:
+        """(height, block hash) of the block holding `txid`, or None if not mined (or unknown)."""
+
     async def aclose(self) -> None: ...
 
 
@@ -90,6 +93,15 @@ class BtcSource:
         native = native_asset(assets, "btc")
         if native is not None:
             self._asset = native
+
+    async def locate_tx(self, txid: str) -> tuple[int, str] | None:
+        status = await self._client.tx_status(txid)
+        if status is None or not status.get("confirmed"):
+            return None
+        height, block_hash = status.get("block_height"), status.get("block_hash")
+        if not isinstance(height, int) or not isinstance(block_hash, str):
+            raise InconsistentAnswerError(f"GET /tx/{txid}/status: confirmed without a block")
+        return height, block_hash
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -161,6 +173,12 @@ class EthSource:
         """
         self._native = native_asset(assets, "eth")
         self._tokens = {a.token_contract: a.code for a in assets.values() if a.token_contract}
+
+    async def locate_tx(self, txid: str) -> tuple[int, str] | None:
+        receipt = await self._client.get_receipt(txid)
+        if receipt is None or receipt.get("blockHash") is None:
+            return None
+        return hex_int(receipt.get("blockNumber"), "receipt blockNumber"), str(receipt["blockHash"]).lower()
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -294,3 +294,30 @@ async def test_token_configured_after_start_is_watched(eth_chain: EthChain, db_u
             assert await available(conn, 106, "ETH") == 0
     finally:
         await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_tx_followed_after_its_block_was_scanned_is_found(eth_chain: EthChain, db_url: str,
+                                                               eth_setup: dict[str, object]) -> None:
+    from watchers.repository import follow_tx, followed_tx_status
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        async with watcher(db_url, "eth", eth_chain.url, int(str(eth_setup["start"]))) as w:
+            txid = await in_thread(eth_chain.fund, new_address(), 10**16)  # broadcast and mined at once
+            await in_thread(eth_chain.mine, 1)
+            await w.run_once()  # the block is scanned before anyone asked to follow the tx
+            await follow_tx(conn, chain="eth", network="regtest", txid=txid, purpose="withdrawal:2",
+                            required_confirmations=2)
+            await w.run_once()
+            status = await followed_tx_status(conn, chain="eth", network="regtest", txid=txid)
+            assert status is not None
+            receipt = eth_chain.rpc("eth_getTransactionReceipt", txid)
+            assert (status["status"], status["confirmations"], status["block_hash"]) == (
+                "confirmed", 2, receipt["blockHash"].lower())
+            await in_thread(eth_chain.mine, 1)
+            await w.run_once()
+            status = await followed_tx_status(conn, chain="eth", network="regtest", txid=txid)
+            assert status is not None and status["status"] == "confirmed"
+    finally:
+        await conn.close()

@@ -102,6 +102,9 @@ class ModelSource:
     def update_assets(self, assets: Any) -> None:
         return None
 
+    async def locate_tx(self, txid: str) -> tuple[int, str] | None:
+        return None
+
     async def aclose(self) -> None:
         return None
 
