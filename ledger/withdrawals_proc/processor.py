@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from ledger.withdrawals_proc.chains import BtcApi, EthApi
+    from ledger.withdrawals_proc.sweep import SweepConfig, Sweeper
 
 log = logging.getLogger("ledger.withdrawals")
 REQUESTED_BY = "withdrawal-processor"
@@ -96,6 +97,13 @@ class ChainState:
     fee_paid: int | None = None
 
 
+def policy_asset_of(purpose: str, asset: str) -> str:
+    """The asset name the hot policy is asked about: the asset for a withdrawal; `SWEEP:<asset>`,
+    `GAS:ETH` or `COLD:<asset>` for internal moves, so the operator caps them separately (an asset
+    without rules is refused: default deny)."""
+    return asset if purpose == "withdrawal" else f"{purpose.upper()}:{asset}"
+
+
 def chain_amount(amount_ledger: int, fee_ledger: int, asset: Any) -> int:
     """What goes on chain for a withdrawal, in chain units: (amount - fee) scaled up."""
     scale: int = 10 ** (int(asset["chain_decimals"]) - int(asset["ledger_decimals"]))
@@ -118,7 +126,7 @@ async def store_signed(conn: asyncpg.Connection, tx: Any, signed: str) -> None:
 
 class Processor:
     def __init__(self, pool: asyncpg.Pool, signer: Any, config: ProcessorConfig, *, btc: BtcApi | None,
-                 eth: EthApi | None) -> None:
+                 eth: EthApi | None, sweep: SweepConfig | None = None) -> None:
         self.pool = pool
         self.signer = signer
         self.keys = HotKeys.from_signer(signer)
@@ -127,6 +135,11 @@ class Processor:
         self.eth = eth
         self._eth_chain_id: int | None = None
         self.errors = 0
+        self.sweeper: Sweeper | None = None
+        if sweep is not None:
+            from ledger.withdrawals_proc.sweep import Sweeper
+
+            self.sweeper = Sweeper(self, sweep)
 
     # ---- the loop ----------------------------------------------------------------------
 
@@ -154,6 +167,9 @@ class Processor:
         if self.config.bump_after_s is not None:
             moved += await self.auto_bump(self.config.bump_after_s)
         moved += await self._guard(self.recheck_settled(self.config.recheck_window_s), "re-check of settled txs")
+        if self.sweeper is not None:
+            moved += await self.sweeper.step()
+        moved += await self._guard(self.check_internal(), "internal transactions")
         return moved
 
     async def _guard(self, coro: Any, what: str) -> int:
@@ -164,9 +180,14 @@ class Processor:
             log.warning("%s: %s: %s (retried next pass)", what, type(exc).__name__, exc)
             return 0
 
+    @property
+    def chains(self) -> list[str]:
+        """The chains this processor has an API for (the others' withdrawals are left alone)."""
+        return [c for c, api in (("btc", self.btc), ("eth", self.eth)) if api is not None]
+
     async def _ids(self, stage: str) -> list[int]:
-        rows = await self.pool.fetch("SELECT withdrawal_id FROM wd_proc WHERE stage = $1 ORDER BY withdrawal_id",
-                                     stage)
+        rows = await self.pool.fetch("SELECT withdrawal_id FROM wd_proc WHERE stage = $1 AND chain = ANY($2::text[]) "
+                                     "ORDER BY withdrawal_id", stage, self.chains)
         return [int(x["withdrawal_id"]) for x in rows]
 
     def _api(self, chain: str) -> Any:
@@ -220,13 +241,14 @@ class Processor:
         """Ask the hot signer to sign stored draft `tx`; None when signed (stored), else the refusal."""
         request_id = f"wd-{tx['withdrawal_id']}-tx-{tx['id']}"
         amount = int(tx["amount_chain"])
+        policy_asset = policy_asset_of(tx["purpose"], tx["asset"])
         if tx["chain"] == "btc":
             result = await self.signer.sign_btc(conn, request_id=request_id, requested_by=REQUESTED_BY,
-                                                asset=tx["asset"], destination=tx["destination"], amount_sat=amount,
+                                                asset=policy_asset, destination=tx["destination"], amount_sat=amount,
                                                 psbt=tx["unsigned"])
         else:
             result = await self.signer.sign_eth(conn, request_id=request_id, requested_by=REQUESTED_BY,
-                                                asset=tx["asset"], destination=tx["destination"],
+                                                asset=policy_asset, destination=tx["destination"],
                                                 amount_chain_units=amount, tx_json=tx["unsigned"],
                                                 token_contract=asset["token_contract"])
         if not result.approved:
@@ -336,7 +358,8 @@ class Processor:
     # ---- broadcast ---------------------------------------------------------------------
 
     async def broadcast_signed(self) -> int:
-        rows = await self.pool.fetch("SELECT id FROM wd_txs WHERE state = 'signed' ORDER BY chain, nonce, id")
+        rows = await self.pool.fetch("SELECT id FROM wd_txs WHERE state = 'signed' AND chain = ANY($1::text[]) "
+                                     "ORDER BY chain, nonce, id", self.chains)
         moved = 0
         for row in rows:
             moved += await self._guard(self.broadcast(int(row["id"])), f"transaction {row['id']}")
@@ -466,12 +489,41 @@ class Processor:
                 log.error("withdrawal %d: transaction %s reverted; hold released", wid, tx["txid"])
         return 1
 
+    async def check_internal(self) -> int:
+        """Sweeps, gas top-ups and hot -> cold moves: confirmed at the asset's confirmations (the
+        ledger is not touched: custody moves between our own addresses); re-broadcast if dropped."""
+        rows = await self.pool.fetch(
+            f"SELECT {r.TX_COLUMNS} FROM wd_txs WHERE withdrawal_id IS NULL AND state = ANY($1::text[]) "
+            "AND chain = ANY($2::text[]) ORDER BY id", list(r.LIVE_TX_STATES), self.chains)
+        moved = 0
+        for tx in rows:
+            state = await self.chain_state(tx)
+            required = int((await r.asset_row(self.pool, tx["asset"]))["required_confirmations"])  # type: ignore[arg-type]
+            if state.confirmations >= required:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await r.update_tx(conn, int(tx["id"]), state="confirmed" if state.succeeded else "failed",
+                                      confirmed_height=state.height,
+                                      network_fee_chain=None if state.fee_paid is None else Decimal(state.fee_paid))
+                    if tx["nonce"] is not None:  # other transactions at this nonce can never confirm now
+                        await conn.execute(
+                            "UPDATE wd_txs SET state = 'failed', reason = 'another transaction took its nonce', "
+                            "updated_at = now() WHERE chain = $1 AND network = $2 AND from_address = $3 AND nonce = $4 "
+                            "AND id <> $5 AND state = ANY($6::text[])", tx["chain"], tx["network"], tx["from_address"],
+                            tx["nonce"], tx["id"], list(r.LIVE_TX_STATES))
+                moved += 1
+            elif not state.found and tx["state"] == "broadcast":
+                try:
+                    await self._api(tx["chain"]).send(tx["signed"], tx["txid"])
+                except BroadcastRejectedError as exc:
+                    log.warning("re-broadcast of internal transaction %s refused: %s", tx["txid"], exc)
+        return moved
+
     async def recheck_settled(self, window_s: float) -> int:
         """A settled transaction that a reorg deeper than the required confirmations took out of the
         chain is re-broadcast as stored (the same transaction: nothing is paid or settled twice)."""
         rows = await self.pool.fetch(
-            f"SELECT {r.TX_COLUMNS} FROM wd_txs WHERE state = 'confirmed' "
-            "AND updated_at > now() - make_interval(secs => $1) ORDER BY id", window_s)
+            f"SELECT {r.TX_COLUMNS} FROM wd_txs WHERE state = 'confirmed' AND chain = ANY($2::text[]) "
+            "AND updated_at > now() - make_interval(secs => $1) ORDER BY id", window_s, self.chains)
         moved = 0
         for tx in rows:
             if (await self.chain_state(tx)).found:
@@ -493,8 +545,9 @@ class Processor:
     async def auto_bump(self, older_than_s: float) -> int:
         rows = await self.pool.fetch(
             "SELECT t.id FROM wd_txs t WHERE t.state = 'broadcast' AND t.withdrawal_id IS NOT NULL "
+            "AND t.chain = ANY($2::text[]) "
             "AND t.first_broadcast_at < now() - make_interval(secs => $1) AND NOT EXISTS (SELECT 1 FROM wd_txs n "
-            "WHERE n.replaces = t.id AND n.state <> 'failed') ORDER BY t.id", older_than_s)
+            "WHERE n.replaces = t.id AND n.state <> 'failed') ORDER BY t.id", older_than_s, self.chains)
         moved = 0
         for row in rows:
             tx = await r.get_tx(self.pool, int(row["id"]))  # type: ignore[arg-type]

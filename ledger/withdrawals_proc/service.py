@@ -37,6 +37,7 @@ async def open_processor(pool: asyncpg.Pool, stack: AsyncExitStack, environ: Map
                          signer: Any = None) -> Processor:
     """A processor with its chain clients registered on `stack` (closed with it)."""
     from ledger.withdrawals_proc.chains import BtcApi, EthApi
+    from ledger.withdrawals_proc.sweep import SweepConfig
     from signer.hot_config import hot_signer_from_env
 
     env = os.environ if environ is None else environ
@@ -48,7 +49,7 @@ async def open_processor(pool: asyncpg.Pool, stack: AsyncExitStack, environ: Map
     eth = EthApi(eth_url) if eth_url else None
     if eth is not None:
         stack.push_async_callback(eth.aclose)
-    return Processor(pool, signer, ProcessorConfig.from_env(env), btc=btc, eth=eth)
+    return Processor(pool, signer, ProcessorConfig.from_env(env), btc=btc, eth=eth, sweep=SweepConfig.from_env(env))
 
 
 async def run_from_env(pool: asyncpg.Pool, stop: asyncio.Event, environ: Mapping[str, str] | None = None) -> None:

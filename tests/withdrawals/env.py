@@ -27,6 +27,10 @@ POLICY = {"rules": [
     {"name": "btc-small", "asset": "BTC", "max_single_chain_units": "1000000"},
     {"name": "eth-small", "asset": "ETH", "max_single_chain_units": str(5 * 10**17)},
     {"name": "usdt-small", "asset": "USDT", "max_single_chain_units": str(1000 * 10**6)},
+    # internal moves (sweeps to the hot address, gas top-ups of deposit addresses)
+    {"name": "sweep-eth", "asset": "SWEEP:ETH", "max_single_chain_units": str(100 * 10**18)},
+    {"name": "sweep-usdt", "asset": "SWEEP:USDT", "max_single_chain_units": str(10**6 * 10**6)},
+    {"name": "gas-eth", "asset": "GAS:ETH", "max_single_chain_units": str(10**17)},
 ]}
 
 
