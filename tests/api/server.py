@@ -15,13 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 import uvicorn
 
 from api.cli_users import create_user_with_key
 from api.context import TradingConfig
 from api.secretbox import load_master_key
 from api.trading_app import create_app
-from coffer.localservices import free_port
+from coffer.localservices import PostgresServer, free_port
+from tests.harness import new_database
+
+
+@pytest.fixture
+def pipeline_db(pg_server: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """A fresh migrated database for each test that runs the order pipeline. The Redis fixture is
+    flushed per test, so a database shared by a module would keep settlement offsets (last
+    applied engine seq per market) that the fresh engine's sequence numbers start below."""
+    return new_database(pg_server, request.node.name[:40])
 
 
 def config_for(db_url: str, redis_url: str, data_dir: Path, **over: Any) -> TradingConfig:

@@ -34,7 +34,8 @@ async def _next_data(ws: ClientConnection, channel: str, timeout_s: float = 10.0
 
 
 @pytest.mark.asyncio
-async def test_depth_trades_klines_rest_and_ws(db_url: str, redis_url: str, tmp_path: Path) -> None:
+async def test_depth_trades_klines_rest_and_ws(pipeline_db: str, redis_url: str, tmp_path: Path) -> None:
+    db_url = pipeline_db
     await seed_markets(db_url)
     alice, a_key, a_secret = await new_user(db_url, tmp_path)
     bob, b_key, b_secret = await new_user(db_url, tmp_path)

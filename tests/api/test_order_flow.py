@@ -22,7 +22,9 @@ from tests.api.server import (
 
 
 @pytest.mark.asyncio
-async def test_crossing_orders_fill_and_settle_to_the_unit(db_url: str, redis_url: str, tmp_path: Path) -> None:
+async def test_crossing_orders_fill_and_settle_to_the_unit(pipeline_db: str, redis_url: str,
+                                                           tmp_path: Path) -> None:
+    db_url = pipeline_db
     await seed_markets(db_url)
     alice, a_key, a_secret = await new_user(db_url, tmp_path)
     bob, b_key, b_secret = await new_user(db_url, tmp_path)
@@ -79,8 +81,9 @@ async def test_crossing_orders_fill_and_settle_to_the_unit(db_url: str, redis_ur
 
 
 @pytest.mark.asyncio
-async def test_two_api_instances_share_the_pipeline(db_url: str, redis_url: str, tmp_path: Path) -> None:
+async def test_two_api_instances_share_the_pipeline(pipeline_db: str, redis_url: str, tmp_path: Path) -> None:
     """Stateless instances: each gets the ledger's replies on its own channel; either reads any order."""
+    db_url = pipeline_db
     await seed_markets(db_url)
     alice, a_key, a_secret = await new_user(db_url, tmp_path)
     bob, b_key, b_secret = await new_user(db_url, tmp_path)
@@ -104,10 +107,12 @@ async def test_two_api_instances_share_the_pipeline(db_url: str, redis_url: str,
 
 
 @pytest.mark.asyncio
-async def test_time_in_force_post_only_and_market_orders(db_url: str, redis_url: str, tmp_path: Path) -> None:
+async def test_time_in_force_post_only_and_market_orders(pipeline_db: str, redis_url: str,
+                                                         tmp_path: Path) -> None:
     """The engine's outcomes come back in the answer: post-only that would cross is rejected with
     its reason, IOC remainder expires, FOK that cannot fill is rejected, a market buy by quote
     amount fills; every unfilled part is released to the unit."""
+    db_url = pipeline_db
     await seed_markets(db_url)
     alice, a_key, a_secret = await new_user(db_url, tmp_path)
     bob, b_key, b_secret = await new_user(db_url, tmp_path)

@@ -102,7 +102,8 @@ async def ws_login(url: str, client: CofferClient, stack: contextlib.AsyncExitSt
 @pytest.mark.asyncio
 @pytest.mark.slow
 async def test_deposits_trade_fills_fees_market_data_and_audit(
-        db_url: str, redis_url: str, tmp_path: Path, btc_chain: BtcChain, eth_chain: EthChain) -> None:
+        pipeline_db: str, redis_url: str, tmp_path: Path, btc_chain: BtcChain, eth_chain: EthChain) -> None:
+    db_url = pipeline_db
     from ledger.demo import seed_demo
 
     usdt = (await in_thread(eth_chain.deploy_erc20)).lower()
