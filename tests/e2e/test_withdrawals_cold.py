@@ -102,5 +102,7 @@ def test_btc_cold_path_export_sign_import(db_url: str, redis_url: str, btc_chain
             await conn.close()
 
     assert asyncio.run(audit()) == []
+    audited = run_cli(["ledger", "audit"], cenv)
+    assert audited.returncode == 0 and "audit clean" in audited.stdout, audited.stdout + audited.stderr
     bal = _q(db_url, "SELECT available, frozen FROM balances WHERE user_id = 2 AND asset = 'BTC'")[0]
     assert (bal["available"], bal["frozen"]) == (20_000_000 - 5_000_000, 0)
