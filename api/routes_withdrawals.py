@@ -11,7 +11,8 @@ again inside its transaction and holds the funds. Answers: 201 with the withdraw
 `held`), 400 with the reason (nothing held), or 202 `pending` when the ledger has not answered in
 time. `client_id` makes a retry idempotent (the same withdrawal is answered, `duplicate: true`).
 GET lists the caller's withdrawals, newest first, with the processor's stage and the txid.
-The router is included by `api.trading_app` (`app.include_router(router)`).
+The router is included by `api.trading_app` (`app.include_router(router)`); it sends through the
+trading app's `OrderPath.request_reply` and authenticates with its `authenticate`.
 """
 
 from __future__ import annotations
@@ -131,10 +132,10 @@ async def request_withdrawal(request: Request) -> JSONResponse:
             f"insufficient available {asset['code']}: amount plus fee is {format_units(amount + fee, decimals)}, "
             f"available {format_units(int(available or 0), decimals)}", field="amount")
     path = request.app.state.order_path
-    req = WithdrawRequest(rid=rid, reply_to=path._reply_channel, user=principal.user_id, asset=asset["code"],
+    req = WithdrawRequest(rid=rid, reply_to=path.reply_channel, user=principal.user_id, asset=asset["code"],
                           amount=format_units(amount + fee, decimals), address=address,
                           ts_ms=time.time_ns() // 1_000_000)
-    reply = await path._request(principal.user_id, req, None, time.monotonic() + path._wait_s)
+    reply = await path.request_reply(principal.user_id, req, time.monotonic() + path.wait_s)
     if reply is None:
         return JSONResponse({"id": None, "status": "pending", "request_id": rid, "client_id": cid,
                              "detail": "the ledger has not answered yet; list your withdrawals later"}, 202)
