@@ -21,6 +21,9 @@ from watchers.ethrpc import EthRpcClient, hex_int
 
 _BTC_KNOWN = ("txn-already-in-mempool", "already in block chain", "txn-already-known")
 _ETH_KNOWN = ("already known", "alreadyknown")
+# A lower nonce is not in the node's pool yet (e.g. it was sent to another node, or is being
+# re-broadcast): not a refusal of this transaction, retried on the next pass.
+_ETH_LATER = ("nonce gap", "nonce too high")
 
 
 class BtcApi(EsploraClient):
@@ -79,6 +82,8 @@ class EthApi(EthRpcClient):
             text = str(exc).lower()
             if any(k in text for k in _ETH_KNOWN):
                 return tx_hash
+            if any(k in text for k in _ETH_LATER):
+                raise
             raise BroadcastRejectedError(f"node refused {tx_hash}: {exc}") from None
 
     async def token_balance(self, token: str, owner: str) -> int:
