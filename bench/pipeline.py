@@ -15,7 +15,8 @@ per XADD entry as ledger/intake_protocol.py allows, in three phases:
    `order` event for it arrives (published right after the settlement commit), heard through
    a pattern subscription to the user-event channels: `p50_ms`, `p99_ms`;
 3. throughput (`--throughput-s`, default 30): as fast as the system takes them, with at most
-   `--max-backlog` requests not yet consumed by the intake; then wait until every order left
+   `--max-backlog` requests not yet consumed by the intake and at most as many orders not yet
+   settled (so the rate is sustained, not a burst and a long drain); then wait until every order left
    `pending` in PostgreSQL. `orders_per_s` = orders placed in the phase / (time from the first
    send to the last order settled); `offered_per_s` = requests written / send time.
 
@@ -249,19 +250,40 @@ async def _latency_phase(redis_url: str, sender: Sender, flow: Flow, rate: int, 
     return latencies
 
 
+async def _unsettled(pool: Any, low: int) -> tuple[int, int]:
+    """`(lowest pending order id or 0, highest order id)`: orders between them are (mostly) not yet
+    settled. Cheap: a primary-key range scan from `low`, the previous lowest pending id."""
+    row = await pool.fetchrow(
+        "SELECT (SELECT min(id) FROM orders WHERE id >= $1 AND state = 'pending') AS lo, "
+        "(SELECT coalesce(max(id), 0) FROM orders) AS hi", low)
+    return int(row["lo"] or 0), int(row["hi"])
+
+
 async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: float, max_backlog: int,
                             chunk: int) -> dict[str, Any]:
+    """Offer as fast as the system takes it: at most `max_backlog` requests not yet consumed by the
+    intake AND at most `max_backlog` orders not yet settled, so the rate is sustained, not a burst
+    followed by a long drain."""
     base_sent = sender.sent
-    base_consumed = await sender.consumed(pool)
     start_max_id = await pool.fetchval("SELECT coalesce(max(id), 0) FROM orders")
+    low = start_max_id
     t0 = time.perf_counter()
     placed = 0
-    consumed = base_consumed
+    consumed = await sender.consumed(pool)
+    unsettled = 0
+    last_check = 0.0
+    waits = 0
     while time.perf_counter() - t0 < seconds:
-        if sender.sent - consumed > max_backlog:
+        now = time.perf_counter()
+        if now - last_check > 0.05 or sender.sent - consumed > max_backlog or unsettled > max_backlog:
+            last_check = now
             consumed = await sender.consumed(pool)
-            if sender.sent - consumed > max_backlog:
-                await asyncio.sleep(0.005)
+            lo, hi = await _unsettled(pool, low)
+            low = lo or hi
+            unsettled = hi - lo + 1 if lo else 0
+            if sender.sent - consumed > max_backlog or unsettled > max_backlog:
+                waits += 1
+                await asyncio.sleep(0.01)
                 continue
         ts = _now_ms()
         batch = []
@@ -287,7 +309,8 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
     settled = int(row["n"]) - int(row["pending"])
     return {"orders_per_s": round(settled / total_s, 1), "offered_per_s": round(offered / send_s, 1),
             "throughput_window_s": round(total_s, 2), "send_s": round(send_s, 2), "orders_settled": settled,
-            "orders_placed": placed, "requests_offered": offered, "drain_s": round(total_s - send_s, 2)}
+            "orders_placed": placed, "requests_offered": offered, "drain_s": round(total_s - send_s, 2),
+            "backpressure_waits": waits}
 
 
 async def _hops(redis: Any, t0_ms: int, t1_ms: int) -> dict[str, float]:
@@ -420,7 +443,7 @@ def main() -> None:
     parser.add_argument("--low-rate", type=int, default=500,
                         help="also measure latency at this lower offered rate first (0: skip)")
     parser.add_argument("--throughput-s", type=float, default=30.0)
-    parser.add_argument("--max-backlog", type=int, default=40_000)
+    parser.add_argument("--max-backlog", type=int, default=20_000)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (data and service logs)")
     args = parser.parse_args()
     result = run(args)
