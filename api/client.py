@@ -132,8 +132,10 @@ class CofferClient:
     async def order(self, order_id: int | str) -> Any:
         return await self.call("GET", f"/api/v1/orders/{order_id}")
 
-    async def orders(self, market: str | None = None, status: str = "all") -> Any:
-        return await self.call("GET", "/api/v1/orders", params={"market": market, "status": status})
+    async def orders(self, market: str | None = None, status: str = "all",
+                     client_order_id: str | None = None) -> Any:
+        return await self.call("GET", "/api/v1/orders", params={"market": market, "status": status,
+                                                                 "client_order_id": client_order_id})
 
     async def fills(self, market: str | None = None) -> Any:
         return await self.call("GET", "/api/v1/fills", params={"market": market})

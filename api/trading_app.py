@@ -228,12 +228,17 @@ def _private_routes(app: FastAPI) -> None:
         request: Request, market: str | None = None,
         status: Literal["open", "closed", "all"] = "all",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        client_order_id: Annotated[str | None, Query(max_length=36)] = None,
     ) -> list[dict[str, Any]]:
-        """Your orders, newest first: open (pending, open), closed (filled, canceled, expired, rejected), all."""
+        """Your orders, newest first: open (pending, open), closed (filled, canceled, expired, rejected), all;
+        `client_order_id` finds the order a 202 answer could not name yet."""
         principal = await authenticate(request)
         markets = await _ctx(request).markets()
         where = ["user_id = $1"]
         args: list[Any] = [principal.user_id]
+        if client_order_id is not None:
+            args.append(client_order_id)
+            where.append(f"client_order_id = ${len(args)}")
         if market is not None:
             args.append(market_of(markets, market).symbol)
             where.append(f"market = ${len(args)}")

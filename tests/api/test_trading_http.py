@@ -162,6 +162,8 @@ async def test_users_see_only_their_own_orders_and_balances(db_url: str, redis_u
         assert a_bal["USDT"]["frozen"] == "300.000000" and a_bal["USDT"]["available"] == "700.000000"
         assert [o["id"] for o in await a.orders(status="open")] == [order_id]
         assert (await a.order(order_id))["client_order_id"] == "a-1"
+        assert [o["id"] for o in await a.orders(client_order_id="a-1")] == [order_id]
+        assert await b.orders(client_order_id="a-1") == []
         # a duplicate client_order_id returns the original order, nothing more is frozen
         again = await a.place_order(market="BTC-USDT", side="buy", price="30000.0", quantity="0.01",
                                     client_order_id="a-1")
