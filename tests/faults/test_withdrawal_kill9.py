@@ -129,3 +129,64 @@ async def _audit(db_url: str) -> list[str]:
         return await E.audit_clean(conn)
     finally:
         await conn.close()
+
+
+@pytest.mark.slow
+def test_kill9_eth_nonces_never_reused_or_skipped(db_url: str, redis_url: str, eth_chain: Any,
+                                                  tmp_path: Path) -> None:
+    """The same on Ethereum: every withdrawal paid once, and the hot sender's on-chain nonces are
+    exactly the nonces of our transactions, contiguous (none reused, none skipped)."""
+    rng = random.Random(int(os.environ.get("COFFER_TEST_SEED", "0")) or random.randrange(1 << 30))
+    env = E.make_env(tmp_path, eth_chain_id=int(eth_chain.rpc("eth_chainId"), 16))
+    dests = ["0x" + f"{0xa0 + i:02x}" * 20 for i in range(N_WITHDRAWALS)]
+
+    async def setup() -> str:
+        from ledger.withdrawals_proc.hotkeys import HotKeys
+
+        conn = await asyncpg.connect(db_url)
+        try:
+            await E.seed_assets(conn)
+            hot = HotKeys.from_signer(env.signer).eth_hot_address
+            funding = eth_chain.fund(hot, 5 * 10**18)
+            await conn.execute("INSERT INTO users (id) VALUES (31) ON CONFLICT DO NOTHING")
+            await E.credit(conn, user_id=31, asset="ETH", amount=5 * 10**9, txid=funding)
+        finally:
+            await conn.close()
+        for i, dest in enumerate(dests):
+            await E.request_withdrawal(db_url, redis_url, user_id=31, asset="ETH", amount=f"0.0{i + 1}", address=dest)
+        return hot
+
+    hot = asyncio.run(setup())
+    start_nonce = int(eth_chain.rpc("eth_getTransactionCount", hot, "latest"), 16)
+    cenv = {"COFFER_DATABASE_URL": db_url, "COFFER_WITHDRAWALS_ETH_RPC_URL": eth_chain.url,
+            "COFFER_WITHDRAWALS_POLL_S": "0.05", **env.signer_env()}
+    for _ in range(6):
+        eth_chain.faults(30, status=None, delay_ms=rng.choice((0, 30, 80)))
+        proc = _start(cenv)
+        time.sleep(rng.uniform(0.8, 2.2))
+        _kill9(proc)
+        snap = asyncio.run(_fetch(db_url, "SELECT state, nonce FROM wd_txs WHERE chain = 'eth' ORDER BY id"))
+        print(f"eth after kill: {[(t['state'], t['nonce']) for t in snap]}")
+    eth_chain.faults(0, status=None)
+    proc = _start(cenv)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rows = asyncio.run(_fetch(db_url, "SELECT state FROM withdrawals WHERE asset = 'ETH' ORDER BY id"))
+            if all(r["state"] == "settled" for r in rows):
+                break
+            eth_chain.mine(1)
+            time.sleep(0.3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    rows = asyncio.run(_fetch(db_url, "SELECT id, state, amount, fee, txid FROM withdrawals WHERE asset = 'ETH' "
+                                      "ORDER BY id"))
+    assert [r["state"] for r in rows] == ["settled"] * N_WITHDRAWALS
+    for w, dest in zip(rows, dests, strict=True):
+        assert int(eth_chain.rpc("eth_getBalance", dest, "latest"), 16) == (w["amount"] - w["fee"]) * 10**9
+    txs = asyncio.run(_fetch(db_url, "SELECT nonce, txid, state FROM wd_txs WHERE chain = 'eth' ORDER BY nonce"))
+    confirmed = [t for t in txs if t["state"] == "confirmed"]
+    assert sorted(int(t["nonce"]) for t in confirmed) == list(range(start_nonce, start_nonce + N_WITHDRAWALS))
+    assert int(eth_chain.rpc("eth_getTransactionCount", hot, "latest"), 16) == start_nonce + N_WITHDRAWALS
+    assert asyncio.run(_audit(db_url)) == []
