@@ -96,6 +96,7 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
         t0, c0 = time.perf_counter(), time.process_time()
         while await settle.step(block_ms=0):
             pass
+        await settle.flush_events()
         settle_s, settle_cpu = time.perf_counter() - t0, time.process_time() - c0
         settled = await pool.fetchval("SELECT count(*) FROM trades")
         async with pool.acquire() as conn:

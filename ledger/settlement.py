@@ -83,6 +83,7 @@ class SettlementConsumer:
         self.stream = keys.match_out(market)
         self.last_id = "0-0"
         self.market: Market | None = None
+        self._publishing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         async with self.pool.acquire() as conn:
@@ -108,8 +109,21 @@ class SettlementConsumer:
             result = await self.process(conn, events, last_id)
         self.last_id = last_id
         if self.publish_events and result.applied:
-            await self._publish(result)
+            # User events are best effort (pub/sub is at-most-once): publish in the background,
+            # overlapping the next batch, one batch in flight at a time so each user's events
+            # stay in order.
+            await self.flush_events()
+            self._publishing = asyncio.create_task(self._publish(result))
         return len(entries)
+
+    async def flush_events(self) -> None:
+        """Wait for the user events of the previous batch to be published (errors are logged)."""
+        task, self._publishing = self._publishing, None
+        if task is not None:
+            try:
+                await task
+            except Exception as exc:  # the money is committed; only the notifications are lost
+                log.warning("settlement %s: user events not published: %s", self.symbol, exc)
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.2
@@ -122,6 +136,7 @@ class SettlementConsumer:
                 await self.step()
                 backoff = 0.2
             except asyncio.CancelledError:
+                await self.flush_events()
                 raise
             except Exception as exc:
                 self.errors += 1
@@ -130,6 +145,7 @@ class SettlementConsumer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
+        await self.flush_events()
 
     async def _publish(self, result: SettleResult) -> None:
         per_user = result.events
@@ -149,14 +165,19 @@ class SettlementConsumer:
                                   self.symbol)
         assert off is not None
         last_seq = int(off["last_seq"])
-        fresh = [e for e in events if e.seq > last_seq]
+        # Each seq once: drop what was applied before AND repeats inside this batch (an engine
+        # whose MULTI reply was lost re-writes the same events, possibly into the same read).
+        by_seq: dict[int, Event] = {}
+        for e in events:
+            if e.seq > last_seq and e.seq not in by_seq:
+                by_seq[e.seq] = e
+        fresh = [by_seq[k] for k in sorted(by_seq)]
         res.skipped = len(events) - len(fresh)
         if not fresh:
             if stream_id_key(last_id) > stream_id_key(off["stream_id"]):
                 await conn.execute("UPDATE settlement_offsets SET stream_id = $2 WHERE market = $1", self.symbol,
                                    last_id)
             return res
-        fresh.sort(key=lambda e: e.seq)
         if fresh[0].seq != last_seq + 1:
             log.warning("settlement %s: seq gap %d -> %d", self.symbol, last_seq, fresh[0].seq)
         oids: set[int] = set()

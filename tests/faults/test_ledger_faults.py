@@ -88,6 +88,7 @@ async def _settle_all(pool: asyncpg.Pool, redis: Redis, m: str, pump: EnginePump
     await pump.drain()
     while await settlement.step(block_ms=0):
         pass
+    await settlement.flush_events()
 
 
 @pytest.mark.asyncio
@@ -164,18 +165,26 @@ async def _busy_run(pool: asyncpg.Pool, redis_url: str, m: str, crash: Any, n_ba
                         await asyncio.sleep(0.1)
             sent += 40
             await asyncio.sleep(0.01)
-        async with asyncio.timeout(120):
-            while True:
-                await asyncio.sleep(0.2)
-                with contextlib.suppress(Exception):
-                    pending = await pool.fetchval("SELECT count(*) FROM orders WHERE market=$1 AND state='pending'",
-                                                  m)
-                    seq = await pool.fetchval("SELECT last_seq FROM settlement_offsets WHERE market=$1", m)
-                    ends: Any = [await writer.xrevrange(f"intake{{{k}}}", count=1) for k in range(SHARDS)]
-                    stored = {r["shard"]: r["stream_id"] for r in await pool.fetch("SELECT * FROM intake_offsets")}
-                    caught_up = all(not e or stored.get(k) == e[0][0].decode() for k, e in enumerate(ends))
-                    if pending == 0 and seq == pump.engine.seq and caught_up:
-                        break
+        state: Any = None
+        try:
+            async with asyncio.timeout(60):
+                while True:
+                    await asyncio.sleep(0.2)
+                    with contextlib.suppress(Exception):
+                        pending = await pool.fetchval(
+                            "SELECT count(*) FROM orders WHERE market=$1 AND state='pending'", m)
+                        seq = await pool.fetchval("SELECT last_seq FROM settlement_offsets WHERE market=$1", m)
+                        ends: Any = [await writer.xrevrange(f"intake{{{k}}}", count=1) for k in range(SHARDS)]
+                        stored = {r["shard"]: r["stream_id"]
+                                  for r in await pool.fetch("SELECT * FROM intake_offsets")}
+                        caught_up = all(not e or stored.get(k) == e[0][0].decode() for k, e in enumerate(ends))
+                        state = (pending, seq, pump.engine.seq, caught_up, pump.accepted, pump.dropped,
+                                 [c.errors for c in intakes], settlement.errors)
+                        if pending == 0 and seq == pump.engine.seq and caught_up:
+                            break
+        except TimeoutError:
+            raise AssertionError(f"did not converge: pending, settled seq, engine seq, intake caught up, "
+                                 f"accepted, dropped, intake errors, settlement errors = {state}") from None
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)

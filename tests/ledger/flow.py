@@ -59,3 +59,4 @@ class Pipeline:
             await self.pumps[m].drain()
             while await self.settlements[m].step(block_ms=0):
                 pass
+            await self.settlements[m].flush_events()
