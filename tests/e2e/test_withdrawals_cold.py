@@ -64,6 +64,9 @@ def test_btc_cold_path_export_sign_import(db_url: str, redis_url: str, btc_chain
     assert approved.returncode == 0, approved.stderr
     files = sorted(export.glob("*.psbt"))
     assert len(files) == 1 and files[0].name.startswith(f"wd{big['id']}-")
+    again = run_cli(["withdrawals", "export", "--dir", str(tmp_path / "again")], cenv)
+    assert again.returncode == 0 and "1 unsigned transaction(s) exported" in again.stdout
+    assert (tmp_path / "again" / files[0].name).read_text() == files[0].read_text()
 
     signed = tmp_path / "signed.psbt"
     sign = run_cli(["sign", "--keystore", str(env.keystore), "--in", str(files[0]), "--out", str(signed), "--yes",
