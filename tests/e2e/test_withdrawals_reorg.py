@@ -67,3 +67,41 @@ async def test_btc_reorg_drops_withdrawal(db_url: str, redis_url: str, btc_chain
         await btc.aclose()
         await pool.close()
         await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_eth_reorg_drops_withdrawal(db_url: str, redis_url: str, eth_chain: Any, tmp_path: Path) -> None:
+    from ledger.withdrawals_proc.chains import EthApi
+
+    env = E.make_env(tmp_path, eth_chain_id=int(eth_chain.rpc("eth_chainId"), 16))
+    dest = "0x4444444444444444444444444444444444444444"
+    conn = await asyncpg.connect(db_url)
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+    eth = EthApi(eth_chain.url)
+    try:
+        await E.seed_assets(conn)
+        proc = Processor(pool, env.signer, ProcessorConfig(), btc=None, eth=eth)
+        funding = eth_chain.fund(proc.keys.eth_hot_address, 10**18)
+        await conn.execute("INSERT INTO users (id) VALUES (12) ON CONFLICT DO NOTHING")
+        await E.credit(conn, user_id=12, asset="ETH", amount=10**9, txid=funding)
+        w = await E.request_withdrawal(db_url, redis_url, user_id=12, asset="ETH", amount="0.25", address=dest)
+        await proc.step()  # broadcast; the chain mines it at once (1 confirmation of 3)
+        tx = await conn.fetchrow("SELECT * FROM wd_txs WHERE withdrawal_id = $1", w["id"])
+        assert eth_chain.rpc("eth_getTransactionReceipt", tx["txid"]) is not None
+        eth_chain.reorg(1, 2, [tx["txid"]])
+        assert eth_chain.rpc("eth_getTransactionReceipt", tx["txid"]) is None
+        await proc.step()  # dropped: the stored bytes go out again (the chain mines them at once)
+        again = await conn.fetchrow("SELECT * FROM wd_txs WHERE withdrawal_id = $1", w["id"])
+        assert again["broadcasts"] == 2 and again["txid"] == tx["txid"]
+        eth_chain.mine(2)
+        await proc.step()
+        await proc.step()
+        assert (await conn.fetchval("SELECT state FROM withdrawals WHERE id = $1", w["id"])) == "settled"
+        assert await conn.fetchval("SELECT count(*) FROM balance_journal WHERE kind = 'withdraw_settle' "
+                                   "AND ref_id = $1", w["id"]) == 1
+        assert int(eth_chain.rpc("eth_getBalance", dest, "latest"), 16) == 249 * 10**15
+        assert await E.audit_clean(conn) == []
+    finally:
+        await eth.aclose()
+        await pool.close()
+        await conn.close()
