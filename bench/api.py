@@ -6,8 +6,11 @@ markets, creates `--users` users with API keys and funds, runs `coffer ledger ru
 `--clients` concurrent signed clients (api/client.py, one key each) place orders for
 `--seconds`: mostly resting limit orders with some crossing ones, so the answers are `open`,
 `filled` or `partially_filled` from the whole pipeline (a 202 `pending` is counted apart).
-Prints as the last line one JSON object: `placements_per_s`, `p50_ms`, `p99_ms` (client-side,
-per request), the status counts. The machine is shared while this runs: figures as measured.
+Then the same clients make signed `GET /api/v1/balances` reads for `--read-seconds` (the API's
+own cost without the order pipeline). Prints as the last line one JSON object:
+`placements_per_s`, `p50_ms`, `p99_ms` (client-side, per request), the status counts,
+`signed_reads_per_s`, `read_p50_ms`, `read_p99_ms`, CPU seconds per process. The machine is
+shared while this runs: figures as measured.
 """
 
 from __future__ import annotations
@@ -83,7 +86,18 @@ async def _client_loop(url: str, key_id: str, secret: str, seed: int, until: flo
             latencies.append((time.perf_counter() - t0) * 1000)
 
 
-async def _measure(url: str, creds: list[tuple[str, str]], clients: int, seconds: float) -> dict[str, Any]:
+async def _read_loop(url: str, key_id: str, secret: str, until: float, latencies: list[float]) -> None:
+    from api.client import CofferClient
+
+    async with CofferClient(url, key_id, secret, timeout_s=30) as client:
+        while time.perf_counter() < until:
+            t0 = time.perf_counter()
+            await client.balances()
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+
+async def _measure(url: str, creds: list[tuple[str, str]], clients: int, seconds: float,
+                   read_seconds: float) -> dict[str, Any]:
     import httpx
 
     async with httpx.AsyncClient(base_url=url) as http:
@@ -103,14 +117,22 @@ async def _measure(url: str, creds: list[tuple[str, str]], clients: int, seconds
         for i in range(clients)
     ])
     elapsed = time.perf_counter() - t0
-    ordered = sorted(latencies)
+    reads: list[float] = []
+    r0 = time.perf_counter()
+    if read_seconds > 0:  # signed reads only: the API's own cost, without the order pipeline
+        await asyncio.gather(*[_read_loop(url, *creds[i % len(creds)], until=r0 + read_seconds, latencies=reads)
+                               for i in range(clients)])
+    read_elapsed = time.perf_counter() - r0
 
-    def pct(q: float) -> float:
+    def pct(values: list[float], q: float) -> float:
+        ordered = sorted(values)
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else float("nan")
 
-    return {"placements_per_s": round(len(latencies) / elapsed, 1), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
-            "requests": len(latencies), "seconds": round(elapsed, 2), "clients": clients,
-            "statuses": dict(statuses)}
+    return {"placements_per_s": round(len(latencies) / elapsed, 1), "p50_ms": pct(latencies, 0.5),
+            "p99_ms": pct(latencies, 0.99), "requests": len(latencies), "seconds": round(elapsed, 2),
+            "clients": clients, "statuses": dict(statuses),
+            "signed_reads_per_s": round(len(reads) / read_elapsed, 1) if reads else None,
+            "read_p50_ms": pct(reads, 0.5), "read_p99_ms": pct(reads, 0.99)}
 
 
 def main() -> None:
@@ -118,6 +140,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--users", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--read-seconds", type=float, default=5.0, help="then signed GET /balances (0: skip)")
     args = parser.parse_args()
 
     from coffer.localservices import PostgresServer, RedisServer, free_port
@@ -145,7 +168,8 @@ def main() -> None:
             with open(logs / f"{name}.log", "wb") as log:
                 procs.append(subprocess.Popen([sys.executable, "-m", "coffer", *argv], env=env, stdout=log,
                                               stderr=subprocess.STDOUT, start_new_session=True))
-        result = asyncio.run(_measure(f"http://127.0.0.1:{port}", creds, args.clients, args.seconds))
+        result = asyncio.run(_measure(f"http://127.0.0.1:{port}", creds, args.clients, args.seconds,
+                                      args.read_seconds))
         from bench.pipeline import _cpu_s
 
         result["cpu_s"] = {name: round(_cpu_s(p.pid), 1) for name, p in zip(("ledger", "matcher", "api"), procs,
