@@ -21,6 +21,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from ledger.arithmetic import Delta, OrderHold, release_deltas, settle_trade
 from ledger.errors import ArithmeticInvariantError
 from ledger.intake import stream_id_key
@@ -29,7 +31,7 @@ from ledger.journal import copy_rows, net_journal_rows
 from ledger.markets import Market
 from ledger.repo import aggregate, load_markets, upsert_deltas
 from matcher import keys
-from matcher.protocol import BATCH_FIELD, CancelRejected, Done, DoneReason, Event, Opened, Trade, decode_events
+from matcher.protocol import BATCH_FIELD, DoneReason, ProtocolError
 
 if TYPE_CHECKING:
     import asyncpg
@@ -39,8 +41,33 @@ log = logging.getLogger("ledger.settlement")
 
 TRADE_COLUMNS = ("market", "seq", "buy_order", "sell_order", "buyer", "seller", "taker_side", "price_ticks", "qty_lots",
                  "base_amount", "quote_amount", "buyer_fee", "seller_fee", "ts_ms")
-FINAL_STATE = {DoneReason.FILLED: "filled", DoneReason.CANCELED: "canceled", DoneReason.EXPIRED: "expired",
-               DoneReason.REJECTED: "rejected"}
+FINAL_STATE = {DoneReason.FILLED.value: "filled", DoneReason.CANCELED.value: "canceled",
+               DoneReason.EXPIRED.value: "expired", DoneReason.REJECTED.value: "rejected"}
+_FIELDS = {
+    "trade": frozenset(("seq", "taker", "maker", "taker_user", "maker_user", "taker_side", "price", "qty", "ts_ms")),
+    "open": frozenset(("seq", "oid", "user", "side", "price", "remaining", "ts_ms")),
+    "done": frozenset(("seq", "oid", "user", "reason", "remaining", "funds_remaining", "ts_ms", "detail")),
+    "cancel_reject": frozenset(("seq", "oid", "user", "reason", "ts_ms")),
+}
+
+
+def decode_event_rows(raw: bytes) -> list[dict[str, Any]]:
+    """One `match:out` batch as its wire maps (the fields of `matcher.protocol` events), checked
+    for kind and fields but not turned into dataclasses: settlement reads them directly,
+    which halves its decoding cost. Raises ProtocolError like `decode_events`."""
+    try:
+        rows = msgpack.unpackb(raw, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise ProtocolError(f"not a msgpack batch: {exc}") from exc
+    if not isinstance(rows, list):
+        raise ProtocolError("batch is not a list")
+    for row in rows:
+        need = _FIELDS.get(str(row.get("e"))) if isinstance(row, dict) else None
+        if need is None or not need <= row.keys():
+            raise ProtocolError(f"unknown or incomplete event {row!r:.80}")
+        if row["e"] == "done" and row["reason"] not in FINAL_STATE:
+            raise ProtocolError(f"unknown done reason {row['reason']!r}")
+    return rows
 
 
 @dataclass
@@ -100,9 +127,9 @@ class SettlementConsumer:
         if not resp:
             return 0
         entries: list[tuple[bytes, dict[bytes, bytes]]] = resp[0][1]
-        events: list[Event] = []
+        events: list[dict[str, Any]] = []
         for _eid, fields in entries:
-            events.extend(decode_events(fields[BATCH_FIELD]))
+            events.extend(decode_event_rows(fields[BATCH_FIELD]))
         last = entries[-1][0]
         last_id = last.decode() if isinstance(last, bytes) else str(last)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -156,8 +183,8 @@ class SettlementConsumer:
             pipe.publish(user_events_channel(user), encode_user_events(user, evs))
         await pipe.execute()
 
-    async def process(self, conn: asyncpg.Connection, events: list[Event], last_id: str) -> SettleResult:
-        """Apply one batch of events inside the caller's transaction."""
+    async def process(self, conn: asyncpg.Connection, events: list[dict[str, Any]], last_id: str) -> SettleResult:
+        """Apply one batch of events (wire rows, see `decode_event_rows`) inside the caller's transaction."""
         assert self.market is not None
         m = self.market
         res = SettleResult()
@@ -167,10 +194,11 @@ class SettlementConsumer:
         last_seq = int(off["last_seq"])
         # Each seq once: drop what was applied before AND repeats inside this batch (an engine
         # whose MULTI reply was lost re-writes the same events, possibly into the same read).
-        by_seq: dict[int, Event] = {}
+        by_seq: dict[int, dict[str, Any]] = {}
         for e in events:
-            if e.seq > last_seq and e.seq not in by_seq:
-                by_seq[e.seq] = e
+            seq = e["seq"]
+            if seq > last_seq and seq not in by_seq:
+                by_seq[seq] = e
         fresh = [by_seq[k] for k in sorted(by_seq)]
         res.skipped = len(events) - len(fresh)
         if not fresh:
@@ -178,15 +206,16 @@ class SettlementConsumer:
                 await conn.execute("UPDATE settlement_offsets SET stream_id = $2 WHERE market = $1", self.symbol,
                                    last_id)
             return res
-        if fresh[0].seq != last_seq + 1:
-            log.warning("settlement %s: seq gap %d -> %d", self.symbol, last_seq, fresh[0].seq)
+        if fresh[0]["seq"] != last_seq + 1:
+            log.warning("settlement %s: seq gap %d -> %d", self.symbol, last_seq, fresh[0]["seq"])
         oids: set[int] = set()
         for e in fresh:
-            if isinstance(e, Trade):
-                oids.add(e.taker)
-                oids.add(e.maker)
-            elif isinstance(e, Opened | Done):
-                oids.add(e.oid)
+            kind = e["e"]
+            if kind == "trade":
+                oids.add(e["taker"])
+                oids.add(e["maker"])
+            elif kind == "open" or kind == "done":
+                oids.add(e["oid"])
         rows = await conn.fetch(
             "SELECT id, user_id, side, type, price_ticks, frozen_asset, frozen_remaining, filled_lots, filled_quote, "
             "fee_paid, state, done_reason FROM orders WHERE id = ANY($1::bigint[]) AND market = $2",
@@ -199,56 +228,58 @@ class SettlementConsumer:
             raise ArithmeticInvariantError(f"engine events for orders the ledger does not know: {sorted(missing)[:5]}")
         trades: list[tuple[Any, ...]] = []
         deltas: list[Delta] = []
-
-        def apply(ds: tuple[Delta, ...], kind: str, ref: int) -> None:
-            for d in ds:
-                deltas.append(d)
+        symbol, base, quote = self.symbol, m.base, m.quote
+        events_of = res.events
 
         for e in fresh:
-            if isinstance(e, Trade):
-                buy, sell = (orders[e.taker], orders[e.maker]) if e.taker_side == "buy" else (
-                    orders[e.maker], orders[e.taker])
+            kind = e["e"]
+            if kind == "trade":
+                seq, price, qty, taker_side, ts_ms = e["seq"], e["price"], e["qty"], e["taker_side"], e["ts_ms"]
+                buy, sell = (orders[e["taker"]], orders[e["maker"]]) if taker_side == "buy" else (
+                    orders[e["maker"]], orders[e["taker"]])
                 eff = settle_trade(
                     m,
                     buy=OrderHold(buy.id, buy.user_id, buy.side, buy.type, buy.price_ticks, buy.frozen_remaining),
                     sell=OrderHold(sell.id, sell.user_id, sell.side, sell.type, sell.price_ticks,
                                    sell.frozen_remaining),
-                    price_ticks=e.price, qty_lots=e.qty, taker_side=e.taker_side)
-                apply(eff.deltas, "trade", e.seq)
-                for o, consumed, fee in ((buy, eff.buy_consumed, eff.buyer_fee), (sell, eff.sell_consumed,
-                                                                                   eff.seller_fee)):
-                    o.frozen_remaining -= consumed
-                    o.filled_lots += e.qty
-                    o.filled_quote += eff.quote_amount
-                    o.fee_paid += fee
+                    price_ticks=price, qty_lots=qty, taker_side=taker_side)
+                deltas.extend(eff.deltas)
+                quote_amount = eff.quote_amount
+                buy.frozen_remaining -= eff.buy_consumed
+                sell.frozen_remaining -= eff.sell_consumed
+                buy.fee_paid += eff.buyer_fee
+                sell.fee_paid += eff.seller_fee
+                for o in (buy, sell):
+                    o.filled_lots += qty
+                    o.filled_quote += quote_amount
                     o.dirty = True
-                trades.append((self.symbol, e.seq, buy.id, sell.id, buy.user_id, sell.user_id, e.taker_side, e.price,
-                               e.qty, eff.base_amount, eff.quote_amount, eff.buyer_fee, eff.seller_fee, e.ts_ms))
-                for o, fee, fee_asset in ((buy, eff.buyer_fee, m.base), (sell, eff.seller_fee, m.quote)):
-                    res.events[o.user_id].append({
-                        "type": "fill", "market": self.symbol, "order_id": o.id, "side": o.side,
-                        "liquidity": "taker" if o.side == e.taker_side else "maker", "seq": e.seq,
-                        "price_ticks": e.price, "qty_lots": e.qty, "base_amount": eff.base_amount,
-                        "quote_amount": eff.quote_amount, "fee": fee, "fee_asset": fee_asset, "ts_ms": e.ts_ms})
-            elif isinstance(e, Opened):
-                o = orders[e.oid]
+                trades.append((symbol, seq, buy.id, sell.id, buy.user_id, sell.user_id, taker_side, price,
+                               qty, eff.base_amount, quote_amount, eff.buyer_fee, eff.seller_fee, ts_ms))
+                for o, fee, fee_asset in ((buy, eff.buyer_fee, base), (sell, eff.seller_fee, quote)):
+                    events_of[o.user_id].append({
+                        "type": "fill", "market": symbol, "order_id": o.id, "side": o.side,
+                        "liquidity": "taker" if o.side == taker_side else "maker", "seq": seq,
+                        "price_ticks": price, "qty_lots": qty, "base_amount": eff.base_amount,
+                        "quote_amount": quote_amount, "fee": fee, "fee_asset": fee_asset, "ts_ms": ts_ms})
+            elif kind == "open":
+                o = orders[e["oid"]]
                 if o.state == "pending":
                     o.state = "open"
                     o.dirty = True
-                res.events[o.user_id].append({"type": "order", "market": self.symbol, "order_id": o.id,
-                                              "state": "open", "filled_lots": o.filled_lots, "ts_ms": e.ts_ms})
-            elif isinstance(e, Done):
-                o = orders[e.oid]
-                apply(release_deltas(o.user_id, o.frozen_asset, o.frozen_remaining), "release", o.id)
+                events_of[o.user_id].append({"type": "order", "market": symbol, "order_id": o.id,
+                                             "state": "open", "filled_lots": o.filled_lots, "ts_ms": e["ts_ms"]})
+            elif kind == "done":
+                o = orders[e["oid"]]
+                deltas.extend(release_deltas(o.user_id, o.frozen_asset, o.frozen_remaining))
                 o.frozen_remaining = 0
-                o.state = FINAL_STATE[e.reason]
-                o.done_reason = e.detail or e.reason.value
+                o.state = FINAL_STATE[e["reason"]]
+                o.done_reason = e["detail"] or e["reason"]
                 o.dirty = True
-                res.events[o.user_id].append({"type": "order", "market": self.symbol, "order_id": o.id,
-                                              "state": o.state, "filled_lots": o.filled_lots, "ts_ms": e.ts_ms})
-            elif isinstance(e, CancelRejected):
-                res.events[e.user].append({"type": "cancel_rejected", "market": self.symbol, "order_id": e.oid,
-                                           "reason": e.reason, "ts_ms": e.ts_ms})
+                events_of[o.user_id].append({"type": "order", "market": symbol, "order_id": o.id,
+                                             "state": o.state, "filled_lots": o.filled_lots, "ts_ms": e["ts_ms"]})
+            else:  # cancel_reject
+                events_of[e["user"]].append({"type": "cancel_rejected", "market": symbol, "order_id": e["oid"],
+                                             "reason": e["reason"], "ts_ms": e["ts_ms"]})
         if trades:
             await conn.copy_records_to_table("trades", records=trades, columns=TRADE_COLUMNS)
         dirty = sorted((o for o in orders.values() if o.dirty), key=lambda o: o.id)
@@ -265,9 +296,9 @@ class SettlementConsumer:
                 [o.filled_quote for o in dirty], [o.fee_paid for o in dirty], [o.state for o in dirty],
                 [o.done_reason for o in dirty])
         net = aggregate(deltas)
-        await copy_rows(conn, net_journal_rows(net, "settle", fresh[-1].seq))
+        await copy_rows(conn, net_journal_rows(net, "settle", fresh[-1]["seq"]))
         res.balances = await upsert_deltas(conn, net)
         await conn.execute("UPDATE settlement_offsets SET stream_id = $2, last_seq = $3 WHERE market = $1",
-                           self.symbol, last_id, fresh[-1].seq)
+                           self.symbol, last_id, fresh[-1]["seq"])
         res.applied = len(fresh)
         return res

@@ -57,3 +57,35 @@ def test_fast_command_encoding_equals_the_protocol_encoding() -> None:
         CancelOrder(1, 2, 0, 3, 9),
     ]
     assert encode_commands(cmds) == encode_batch(cmds)
+
+
+def test_settlement_reads_exactly_the_protocol_event_fields() -> None:
+    import pytest
+
+    from ledger.settlement import decode_event_rows
+    from matcher.protocol import (
+        CancelRejected,
+        Done,
+        DoneReason,
+        Opened,
+        ProtocolError,
+        Trade,
+        decode_events,
+        encode_batch,
+    )
+
+    events: list[Any] = [
+        Trade(1, 5, 4, 2, 3, "buy", 100, 7, 9),
+        Opened(2, 6, 2, "sell", 101, 3, 9),
+        Done(3, 5, 2, DoneReason.FILLED, 0, 0, 9),
+        CancelRejected(4, 8, 2, "unknown order", 9),
+    ]
+    raw = encode_batch(events)
+    rows = decode_event_rows(raw)
+    assert decode_events(raw) == events
+    assert [r["seq"] for r in rows] == [1, 2, 3, 4]
+    assert rows[0]["taker_side"] == "buy" and rows[2]["reason"] == "filled" and rows[3]["e"] == "cancel_reject"
+    with pytest.raises(ProtocolError):
+        decode_event_rows(msgpack.packb([{"e": "trade", "seq": 1}]))
+    with pytest.raises(ProtocolError):
+        decode_event_rows(msgpack.packb([{**rows[2], "reason": "vanished"}]))
