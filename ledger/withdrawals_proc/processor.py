@@ -31,7 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ledger.withdrawals import release_withdrawal, settle_withdrawal
+from ledger.withdrawals import release_withdrawal
 from ledger.withdrawals_proc import btc_build, eth_build
 from ledger.withdrawals_proc import repo as r
 from ledger.withdrawals_proc.errors import (
@@ -41,7 +41,6 @@ from ledger.withdrawals_proc.errors import (
     ProcessorConfigError,
     UnknownWithdrawalError,
     WithdrawalError,
-    WrongStageError,
 )
 from ledger.withdrawals_proc.hotkeys import HotKeys
 from watchers.errors import WatcherError
@@ -441,167 +440,30 @@ class Processor:
         log.error("transaction %s refused for good: %s; withdrawal %s released", tx["txid"], reason,
                   tx["withdrawal_id"])
 
-    # ---- confirmation ------------------------------------------------------------------
+    # ---- confirmation and fee bumps (confirm.py, bump.py) --------------------------------
 
     async def check(self, wid: int) -> int:
-        """Settle at the required confirmations; re-broadcast what the chain lost."""
-        async with self.pool.acquire() as conn:
-            txs = [t for t in await r.txs_of(conn, wid) if t["state"] in r.LIVE_TX_STATES]
-            asset = await r.asset_row(conn, (await conn.fetchval("SELECT asset FROM withdrawals WHERE id = $1", wid)))
-        if not txs:
-            return 0
-        required = int(asset["required_confirmations"])
-        states = [(t, await self.chain_state(t)) for t in txs]
-        done = [(t, s) for t, s in states if s.confirmations >= required]
-        if done:
-            tx, state = done[0]
-            return await self._finish(wid, tx, state, [t for t, _ in states if t["id"] != tx["id"]])
-        if not any(s.found for _, s in states):
-            newest = max(txs, key=lambda t: int(t["generation"]))
-            try:
-                await self._api(newest["chain"]).send(newest["signed"], newest["txid"])
-            except BroadcastRejectedError as exc:
-                log.warning("re-broadcast of %s refused: %s", newest["txid"], exc)
-                return 0
-            await self.pool.execute("UPDATE wd_txs SET broadcasts = broadcasts + 1, last_broadcast_at = now() "
-                                    "WHERE id = $1", newest["id"])
-            log.warning("transaction %s of withdrawal %d was dropped from the chain: re-broadcast as stored",
-                        newest["txid"], wid)
-            return 1
-        return 0
+        from ledger.withdrawals_proc import confirm
 
-    async def _finish(self, wid: int, tx: Any, state: ChainState, others: list[Any]) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
-            stage = await conn.fetchval("SELECT stage FROM wd_proc WHERE withdrawal_id = $1 FOR UPDATE", wid)
-            if stage != "broadcast":
-                return 0
-            await r.update_tx(conn, int(tx["id"]), state="confirmed", confirmed_height=state.height,
-                              network_fee_chain=None if state.fee_paid is None else Decimal(state.fee_paid))
-            for other in others:
-                await r.update_tx(conn, int(other["id"]), state="failed", reason=f"conflicts with {tx['txid']}")
-            if state.succeeded:
-                await settle_withdrawal(conn, withdrawal_id=wid, txid=tx["txid"])
-                await r.set_stage(conn, wid, "done")
-                log.info("withdrawal %d settled: %s confirmed at height %s", wid, tx["txid"], state.height)
-            else:
-                await release_withdrawal(conn, withdrawal_id=wid, reason=f"transaction {tx['txid']} reverted")
-                await r.set_stage(conn, wid, "failed", reason=f"transaction {tx['txid']} reverted on chain")
-                log.error("withdrawal %d: transaction %s reverted; hold released", wid, tx["txid"])
-        return 1
+        return await confirm.check(self, wid)
 
     async def check_internal(self) -> int:
-        """Sweeps, gas top-ups and hot -> cold moves: confirmed at the asset's confirmations (the
-        ledger is not touched: custody moves between our own addresses); re-broadcast if dropped."""
-        rows = await self.pool.fetch(
-            f"SELECT {r.TX_COLUMNS} FROM wd_txs WHERE withdrawal_id IS NULL AND state = ANY($1::text[]) "
-            "AND chain = ANY($2::text[]) ORDER BY id", list(r.LIVE_TX_STATES), self.chains)
-        moved = 0
-        for tx in rows:
-            state = await self.chain_state(tx)
-            required = int((await r.asset_row(self.pool, tx["asset"]))["required_confirmations"])  # type: ignore[arg-type]
-            if state.confirmations >= required:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await r.update_tx(conn, int(tx["id"]), state="confirmed" if state.succeeded else "failed",
-                                      confirmed_height=state.height,
-                                      network_fee_chain=None if state.fee_paid is None else Decimal(state.fee_paid))
-                    if tx["nonce"] is not None:  # other transactions at this nonce can never confirm now
-                        await conn.execute(
-                            "UPDATE wd_txs SET state = 'failed', reason = 'another transaction took its nonce', "
-                            "updated_at = now() WHERE chain = $1 AND network = $2 AND from_address = $3 AND nonce = $4 "
-                            "AND id <> $5 AND state = ANY($6::text[])", tx["chain"], tx["network"], tx["from_address"],
-                            tx["nonce"], tx["id"], list(r.LIVE_TX_STATES))
-                moved += 1
-            elif not state.found and tx["state"] == "broadcast":
-                try:
-                    await self._api(tx["chain"]).send(tx["signed"], tx["txid"])
-                except BroadcastRejectedError as exc:
-                    log.warning("re-broadcast of internal transaction %s refused: %s", tx["txid"], exc)
-        return moved
+        from ledger.withdrawals_proc import confirm
+
+        return await confirm.check_internal(self)
 
     async def recheck_settled(self, window_s: float) -> int:
-        """A settled transaction that a reorg deeper than the required confirmations took out of the
-        chain is re-broadcast as stored (the same transaction: nothing is paid or settled twice)."""
-        rows = await self.pool.fetch(
-            f"SELECT {r.TX_COLUMNS} FROM wd_txs WHERE state = 'confirmed' AND chain = ANY($2::text[]) "
-            "AND updated_at > now() - make_interval(secs => $1) ORDER BY id", window_s, self.chains)
-        moved = 0
-        for tx in rows:
-            if (await self.chain_state(tx)).found:
-                continue
-            try:
-                await self._api(tx["chain"]).send(tx["signed"], tx["txid"])
-            except BroadcastRejectedError as exc:
-                log.error("ALERT settled transaction %s left the chain and cannot be re-broadcast: %s", tx["txid"], exc)
-                continue
-            await self.pool.execute("UPDATE wd_txs SET broadcasts = broadcasts + 1, last_broadcast_at = now() "
-                                    "WHERE id = $1", tx["id"])
-            log.error("ALERT settled transaction %s was taken out of the chain by a deep reorg: re-broadcast",
-                      tx["txid"])
-            moved += 1
-        return moved
+        from ledger.withdrawals_proc import confirm
 
-    # ---- fee bumps ---------------------------------------------------------------------
+        return await confirm.recheck_settled(self, window_s)
 
     async def auto_bump(self, older_than_s: float) -> int:
-        rows = await self.pool.fetch(
-            "SELECT t.id FROM wd_txs t WHERE t.state = 'broadcast' AND t.withdrawal_id IS NOT NULL "
-            "AND t.chain = ANY($2::text[]) "
-            "AND t.first_broadcast_at < now() - make_interval(secs => $1) AND NOT EXISTS (SELECT 1 FROM wd_txs n "
-            "WHERE n.replaces = t.id AND n.state <> 'failed') ORDER BY t.id", older_than_s, self.chains)
-        moved = 0
-        for row in rows:
-            tx = await r.get_tx(self.pool, int(row["id"]))  # type: ignore[arg-type]
-            if (await self.chain_state(tx)).confirmations > 0:
-                continue
-            moved += await self._guard(self.bump(int(row["id"])), f"fee bump of transaction {row['id']}")
-        return moved
+        from ledger.withdrawals_proc import bump
+
+        return await bump.auto_bump(self, older_than_s)
 
     async def bump(self, tx_id: int) -> int:
         """Replace broadcast transaction `tx_id` by one paying a higher fee; returns the new tx id."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            old = await r.get_tx(conn, tx_id, lock=True)
-            if old is None:
-                raise UnknownWithdrawalError(f"no transaction {tx_id}")
-            if old["state"] != "broadcast" or old["withdrawal_id"] is None:
-                raise WrongStageError(f"transaction {tx_id} is {old['state']}; only a broadcast withdrawal "
-                                      "transaction can be fee-bumped")
-            asset = await r.asset_row(conn, old["asset"])
-            fields: dict[str, Any] = {
-                "withdrawal_id": old["withdrawal_id"], "purpose": old["purpose"], "chain": old["chain"],
-                "network": old["network"], "asset": old["asset"], "destination": old["destination"],
-                "amount_chain": old["amount_chain"], "replaces": tx_id, "generation": int(old["generation"]) + 1,
-                "state": "unsigned"}
-            await r.update_tx(conn, tx_id, state="replaced")
-            if old["chain"] == "btc":
-                fields.update(await self._btc_bump_fields(old))
-            else:
-                fields.update(await self._eth_bump_fields(old))
-            new_id = await r.insert_tx(conn, **fields)
-            if old["chain"] == "btc":
-                await r.move_inputs(conn, tx_id, new_id)
-            refused = await self.sign(conn, await r.get_tx(conn, new_id), asset)
-            if refused is not None:
-                raise WithdrawalError(f"the hot signer refused the fee bump of transaction {tx_id}: {refused}")
-        log.info("transaction %d replaced by %d (higher fee)", tx_id, new_id)
-        await self.broadcast(new_id)
-        return new_id
+        from ledger.withdrawals_proc import bump
 
-    async def _btc_bump_fields(self, old: Any) -> dict[str, Any]:
-        btc = self._api("btc")
-        old_fee, old_rate = int(old["fee_chain"]), int(old["fee_rate"])
-        market = await btc.fee_rate_msat_per_vb(target_blocks=1, floor_msat_per_vb=self.config.fee_floor_msat_per_vb)
-        rate = max(market, old_rate * 5 // 4 + 1)
-        _, _, vsize = btc_build.bump_psbt(old["unsigned"], new_fee_sat=old_fee)
-        # BIP125 rule 4: the replacement pays at least the relay fee (1 sat/vB) for its own size on top.
-        fee = max(btc_build.fee_for(rate, vsize), old_fee + vsize + 1)
-        unsigned, _change, vsize = btc_build.bump_psbt(old["unsigned"], new_fee_sat=fee)
-        return {"unsigned": unsigned, "txid": btc_build.psbt_txid(unsigned), "fee_chain": Decimal(fee),
-                "fee_rate": Decimal(fee * 1000 // vsize)}
-
-    async def _eth_bump_fields(self, old: Any) -> dict[str, Any]:
-        tx = eth_build.loads(old["unsigned"])
-        fees = eth_build.bumped(eth_build.tx_fees(tx), floor=await self.eth_fees())
-        new = eth_build.with_fees(tx, fees)
-        return {"unsigned": eth_build.dumps(new), "from_address": old["from_address"], "nonce": old["nonce"],
-                "fee_chain": Decimal(eth_build.max_fee_wei(new)), "fee_rate": Decimal(fees.max_fee_per_gas_wei),
-                "tip_wei": Decimal(fees.max_priority_fee_per_gas_wei)}
+        return await bump.bump(self, tx_id)
