@@ -40,7 +40,11 @@ async def check(proc: Processor, wid: int) -> int:
         try:
             await proc._api(newest["chain"]).send(newest["signed"], newest["txid"])
         except BroadcastRejectedError as exc:
-            log.warning("re-broadcast of %s refused: %s", newest["txid"], exc)
+            # Not released automatically: a transaction that was out once may still be mined from
+            # another node's mempool. An operator decides (`coffer withdrawals show` gives the reason).
+            log.error("ALERT re-broadcast of %s (withdrawal %d) refused: %s", newest["txid"], wid, exc)
+            await proc.pool.execute("UPDATE wd_proc SET reason = $2, updated_at = now() WHERE withdrawal_id = $1",
+                                    wid, f"dropped and re-broadcast refused: {exc}"[:500])
             return 0
         await proc.pool.execute("UPDATE wd_txs SET broadcasts = broadcasts + 1, last_broadcast_at = now() "
                                 "WHERE id = $1", newest["id"])
