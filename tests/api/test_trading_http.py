@@ -6,6 +6,7 @@ seeing only their own data, and orders going through `intake{k}` to the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -81,16 +82,20 @@ async def test_rate_limit_answers_429_with_retry_after(db_url: str, redis_url: s
     _, key_id, secret = await new_user(db_url, tmp_path)
     async with running_api(config_for(db_url, redis_url, tmp_path, rate_per_s=5)) as url, \
             CofferClient(url, key_id, secret) as c:
+        # bursts of concurrent requests: some land in one second beyond the budget of 5, even on
+        # a slow machine
         statuses: list[int] = []
         retry_after: str | None = None
-        for _ in range(40):
-            resp = await c.raw("GET", "/api/v1/balances")
-            statuses.append(resp.status_code)
-            if resp.status_code == 429:
-                retry_after = resp.headers.get("retry-after")
-                assert resp.json()["error"] == "rate_limited"
+        for _ in range(5):
+            burst = await asyncio.gather(*[c.raw("GET", "/api/v1/balances") for _ in range(12)])
+            statuses += [r.status_code for r in burst]
+            limited = [r for r in burst if r.status_code == 429]
+            if limited:
+                retry_after = limited[0].headers.get("retry-after")
+                assert limited[0].json()["error"] == "rate_limited"
                 break
-        assert statuses[-1] == 429, statuses
+        assert 429 in statuses, statuses
+        assert set(statuses) <= {200, 429}
         assert retry_after == "1"
         assert statuses.count(200) >= 5
 
