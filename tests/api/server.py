@@ -36,7 +36,7 @@ def pipeline_db(pg_server: PostgresServer, request: pytest.FixtureRequest) -> st
 
 def config_for(db_url: str, redis_url: str, data_dir: Path, **over: Any) -> TradingConfig:
     base = TradingConfig(database_url=db_url, redis_url=redis_url, env="test", data_dir=data_dir,
-                         intake_shards=2, rate_per_s=1000, window_ms=10_000, order_wait_ms=3_000,
+                         intake_shards=2, rate_per_s=1000, window_ms=10_000, order_wait_ms=10_000,
                          ws_queue_max=100, ws_heartbeat_s=1)
     return replace(base, **over)
 
