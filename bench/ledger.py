@@ -76,6 +76,7 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
         t0, c0 = time.perf_counter(), time.process_time()
         while await intake.step(block_ms=0):
             pass
+        await intake.flush_events()
         freeze_s, freeze_cpu = time.perf_counter() - t0, time.process_time() - c0
         accepted = await pool.fetchval("SELECT count(*) FROM orders")
 

@@ -119,6 +119,7 @@ class IntakeConsumer:
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.errors = 0  # recovered failures since start (tests assert on it)
+        self._publishing: asyncio.Task[None] | None = None
         self.stream = intake_stream(shard)
         self.last_id = "0-0"
         self.markets: dict[str, Market] = {}
@@ -233,6 +234,7 @@ class IntakeConsumer:
                 await self.step()
                 backoff = 0.2
             except asyncio.CancelledError:
+                await self.flush_events()
                 raise
             except Exception as exc:
                 self.errors += 1
@@ -241,6 +243,7 @@ class IntakeConsumer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
+        await self.flush_events()
 
     async def _forward(self, forwards: dict[str, list[Command]]) -> None:
         if not any(forwards.values()):
@@ -252,20 +255,35 @@ class IntakeConsumer:
         await pipe.execute()
 
     async def _publish(self, result: BatchResult) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        n = 0
-        for channel, reply in result.replies:
-            if channel:
+        """Replies now (the API is waiting); balance events in the background, overlapping the
+        next batch, one batch in flight so each user's events stay in order."""
+        replies = [(ch, r) for ch, r in result.replies if ch]
+        if replies:
+            pipe = self.redis.pipeline(transaction=False)
+            for channel, reply in replies:
                 pipe.publish(channel, encode_reply(reply))
-                n += 1
+            await pipe.execute()
+        await self.flush_events()
+        if result.balances:
+            self._publishing = asyncio.create_task(self._publish_balances(result.balances))
+
+    async def _publish_balances(self, balances: list[tuple[int, str, int, int]]) -> None:
         per_user: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for user, asset, available, frozen in result.balances:
+        for user, asset, available, frozen in balances:
             per_user[user].append({"type": "balance", "asset": asset, "available": available, "frozen": frozen})
+        pipe = self.redis.pipeline(transaction=False)
         for user, events in per_user.items():
             pipe.publish(user_events_channel(user), encode_user_events(user, events))
-            n += 1
-        if n:
-            await pipe.execute()
+        await pipe.execute()
+
+    async def flush_events(self) -> None:
+        """Wait for the previous batch's balance events (best effort: errors are logged)."""
+        task, self._publishing = self._publishing, None
+        if task is not None:
+            try:
+                await task
+            except Exception as exc:  # the batch is committed; only notifications are lost
+                log.warning("intake %d: balance events not published: %s", self.shard, exc)
 
     # ---- the transaction ---------------------------------------------------------------
 

@@ -117,6 +117,7 @@ async def test_kill9_intake_between_commit_and_forward(db_url: str, redis_url: s
             await c.start()  # re-sends the last committed batch
             while await c.step(block_ms=0):
                 pass
+            await c.flush_events()
         # a second restart re-sends again: the engine must drop the duplicates
         c = IntakeConsumer(pool, redis, shard=0)
         await c.start()

@@ -55,6 +55,7 @@ class Pipeline:
         for c in self.intakes:
             while await c.step(block_ms=0):
                 pass
+            await c.flush_events()
         for m in self.markets:
             await self.pumps[m].drain()
             while await self.settlements[m].step(block_ms=0):

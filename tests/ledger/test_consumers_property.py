@@ -126,6 +126,7 @@ async def _run(db_url: str, redis_url: str, seq: list[tuple[Any, ...]]) -> None:
                     expect = model.can_place(MM, user, "sell", "market", None, qty, None)
                 await flow.send(shard_for_user(user, flow.shards), [req])
                 await flow.intakes[shard_for_user(user, flow.shards)].step(block_ms=0)
+                await flow.intakes[shard_for_user(user, flow.shards)].flush_events()
                 async with pool.acquire() as conn:
                     oid = await conn.fetchval("SELECT id FROM orders WHERE user_id=$1 AND client_order_id=$2",
                                               user, f"c{i}")

@@ -95,6 +95,7 @@ async def test_rejections_duplicates_and_replies(db_url: str, redis_url: str) ->
         ]
         await flow.send(0, reqs)
         await flow.intakes[0].step(block_ms=0)
+        await flow.intakes[0].flush_events()
         replies = {r.rid: r for r in await _collect(pubsub, len(reqs))}
         expect_reason = {
             "unknown-market": "unknown market", "unknown-user": "unknown user", "off-tick": "not a multiple of 1",
@@ -118,6 +119,7 @@ async def test_rejections_duplicates_and_replies(db_url: str, redis_url: str) ->
         # a duplicate arriving in a LATER batch also returns the original
         await flow.send(0, [place("dup2", 1, "buy", "12", "0.05", coid="A")])
         await flow.intakes[0].step(block_ms=0)
+        await flow.intakes[0].flush_events()
         (dup2,) = await _collect(pubsub, 1)
         assert dup2.duplicate and dup2.order_id == ok.order_id
         # cancel-all forwards a cancel; after settlement the hold is released
@@ -141,6 +143,7 @@ async def test_rejections_duplicates_and_replies(db_url: str, redis_url: str) ->
         await flow.send(0, [place("neg", 2, "buy", "10", "0.01"),
                             WithdrawRequest("neg-wd", CH, 2, "USDT", "3", "0x" + "11" * 20, 3)])
         await flow.intakes[0].step(block_ms=0)
+        await flow.intakes[0].flush_events()
         neg = {r.rid: r for r in await _collect(pubsub, 2)}
         assert all(not r.ok and "negative" in r.reason for r in neg.values()), neg
         assert await _balance(pool, 2, "USDT") == (5_000_000, 0)
@@ -209,6 +212,7 @@ async def test_settlement_applies_each_seq_once_even_when_repeated_in_one_read(d
         await flow.send(0, [PlaceOrderRequest("s", "", 2, m, "sell", "limit", "10", "0.005", None, 1),
                             PlaceOrderRequest("b", "", 1, m, "buy", "limit", "10", "0.005", None, 2)])
         await flow.intakes[0].step(block_ms=0)
+        await flow.intakes[0].flush_events()
         pump = EnginePump(redis, m)
         await pump.drain()
         raw: Any = await redis.xrange(keys.match_out(m))
