@@ -6,9 +6,9 @@ in the hashes `md:kline:<I>{M}`, closed candles in the PostgreSQL `klines` table
 channels `md:depth:chan{M}`, `md:trades:chan{M}`, `md:kline:chan{M}`. All of it is in engine
 units; this module turns it into decimal strings with the market's tick and lot.
 
-WebSocket channel names: `depth:<market>` (diffs `{"U", "u", "bids", "asks"}`: apply when
-U <= last_u + 1 <= u; a level with quantity "0" is gone; start from GET /api/v1/depth, whose
-`update_id` is the `u` of the snapshot), `trades:<market>`, `kline:<interval>:<market>`
+WebSocket channel names: `depth:<market>` (first a snapshot `{"snapshot": true, "update_id",
+"bids", "asks"}`, then diffs `{"U", "u", "bids", "asks"}`: drop those with u <= update_id, apply
+when U <= last_u + 1 <= u; a level with quantity "0" is gone), `trades:<market>`, `kline:<interval>:<market>`
 with interval one of 1m 5m 15m 1h 4h 1d 1w.
 """
 
@@ -59,6 +59,17 @@ def kline_row(k: list[int], m: MarketInfo) -> list[Any]:
             m.price_str(int(k[4])), m.qty_str(int(k[5])), m.quote_str(int(k[6]) * m.quote_units_per_tick_lot)]
 
 
+async def depth_snapshot(redis: Any, m: MarketInfo, limit: int) -> dict[str, Any]:
+    """`{"market", "update_id", "bids", "asks"}` from the matcher's depth hash (empty book if none)."""
+    from matcher import keys
+
+    raw = await redis.hgetall(keys.md_depth(m.symbol))
+    bids = json.loads(raw[b"bids"]) if raw else []
+    asks = json.loads(raw[b"asks"]) if raw else []
+    return {"market": m.symbol, "update_id": int(raw[b"u"]) if raw else 0,
+            "bids": levels_view(bids[:limit], m), "asks": levels_view(asks[:limit], m)}
+
+
 def resolve_channel(channel: str, markets: Mapping[str, MarketInfo]) -> tuple[str, Formatter]:
     """The Redis pub/sub channel behind a public WebSocket channel and a formatter of its messages
     (the formatter returns None for a message that is not for this channel)."""
@@ -97,11 +108,7 @@ def add_market_data_routes(app: FastAPI) -> None:
         """Order book snapshot: best `limit` levels per side as [price, quantity]; `update_id` orders it
         against the WebSocket diffs."""
         m = await market_for(request, market)
-        raw = await request.app.state.ctx.redis.hgetall(keys.md_depth(m.symbol))
-        bids = json.loads(raw[b"bids"]) if raw else []
-        asks = json.loads(raw[b"asks"]) if raw else []
-        return {"market": m.symbol, "update_id": int(raw[b"u"]) if raw else 0,
-                "bids": levels_view(bids[:limit], m), "asks": levels_view(asks[:limit], m)}
+        return await depth_snapshot(request.app.state.ctx.redis, m, limit)
 
     @app.get("/api/v1/trades", tags=["public"])
     async def trades(request: Request, market: str | None = None,

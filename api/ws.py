@@ -3,8 +3,9 @@
 Client messages (JSON): `{"op": "subscribe", "channel": C}`, `{"op": "unsubscribe", "channel": C}`,
 `{"op": "login", "key": KEY_ID, "ts": MS, "sig": HEX}` (the HMAC of api/signing.py over
 `GET /ws` with empty query and body; same window and replay rules as REST), `{"op": "ping"}`.
-Public channels: `depth:<market>`, `trades:<market>`, `kline:<interval>:<market>` (resolved to
-the matcher's Redis channels by api/market_data.py). After login: `orders` (order state changes
+Public channels: `depth:<market>` (a snapshot `{"snapshot": true, "update_id", "bids", "asks"}`
+first, then diffs), `trades:<market>`, `kline:<interval>:<market>` (resolved to the matcher's
+Redis channels by api/market_data.py). After login: `orders` (order state changes
 and fills) and `balances` (new totals). Server messages: `{"type": "subscribed"|"unsubscribed",
 "channel"}`, `{"type": "login", "user_id"}`, `{"type": "error", "reason"}`, `{"type": "ping", "ts"}`
 every heartbeat, `{"type": "pong"}`, and data as `{"channel": C, "data": ...}`.
@@ -141,7 +142,21 @@ class _Session:
             self.public[channel] = (redis_channel, formatter)
             self.redis_to_ws.setdefault(redis_channel, set()).add(channel)
             await self.hub.add(self.listener, redis_channel)
+            if channel.startswith("depth:"):
+                await self.send({"type": "subscribed", "channel": channel})
+                await self.send_depth_snapshot(channel)
+                return
         await self.send({"type": "subscribed", "channel": channel})
+
+    async def send_depth_snapshot(self, channel: str) -> None:
+        """The book's snapshot right after a depth subscription (taken after subscribing, so no
+        diff is missed: the client drops diffs whose `u` is not above the snapshot's)."""
+        from api.market_data import depth_snapshot
+
+        market = channel.split(":", 1)[1]
+        markets = await self.ctx.markets()
+        snapshot = await depth_snapshot(self.ctx.redis, markets[market.upper()], 50)
+        await self.send({"channel": channel, "data": {"snapshot": True, **snapshot}})
 
     async def unsubscribe(self, channel: str) -> None:
         if channel in USER_CHANNELS:

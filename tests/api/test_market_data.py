@@ -54,6 +54,8 @@ async def test_depth_trades_klines_rest_and_ws(pipeline_db: str, redis_url: str,
                 await a.call("GET", "/api/v1/klines", params=params, signed=False)
             assert info.value.status_code == 400 and info.value.body["field"] == field
 
+        empty = await _next_data(ws, "depth:ETH-USDT")  # the snapshot that follows the subscription
+        assert empty == {"snapshot": True, "market": "ETH-USDT", "update_id": 0, "bids": [], "asks": []}
         await a.place_order(market="ETH-USDT", side="sell", price="2000.50", quantity="1.5")
         await a.place_order(market="ETH-USDT", side="sell", price="2001.00", quantity="0.5")
         diff = await _next_data(ws, "depth:ETH-USDT")
@@ -65,6 +67,12 @@ async def test_depth_trades_klines_rest_and_ws(pipeline_db: str, redis_url: str,
 
         book = await _until(two_asks)
         assert book["asks"] == [["2000.50", "1.5000"], ["2001.00", "0.5000"]] and book["bids"] == []
+        # a late depth subscriber gets the snapshot first
+        async with connect(url.replace("http", "ws") + "/ws") as late:
+            await late.send(json.dumps({"op": "subscribe", "channel": "depth:ETH-USDT"}))
+            snap = await _next_data(late, "depth:ETH-USDT")
+            assert snap["snapshot"] is True and snap["asks"] == book["asks"]
+            assert snap["update_id"] == book["update_id"]
 
         filled = await b.place_order(market="ETH-USDT", side="buy", price="2001.00", quantity="1.7")
         assert filled["status"] == "filled" and filled["filled_quote"] == "3400.950000"
