@@ -84,6 +84,10 @@ class _Session:
         async with self.send_lock:
             await self.ws.send_text(json.dumps(obj, separators=(",", ":")))
 
+    async def _send_locked(self, obj: Any) -> None:
+        """Send while the caller already holds `send_lock`."""
+        await self.ws.send_text(json.dumps(obj, separators=(",", ":")))
+
     async def handle(self, raw: str) -> None:
         try:
             msg = json.loads(raw)
@@ -149,14 +153,16 @@ class _Session:
         await self.send({"type": "subscribed", "channel": channel})
 
     async def send_depth_snapshot(self, channel: str) -> None:
-        """The book's snapshot right after a depth subscription (taken after subscribing, so no
-        diff is missed: the client drops diffs whose `u` is not above the snapshot's)."""
+        """The book's snapshot right after a depth subscription. It is read after subscribing and
+        sent while holding the send lock, so every diff that reaches the client after it has a
+        `u` above the snapshot's or is covered by it (the client drops those with u <= update_id)."""
         from api.market_data import depth_snapshot
 
         market = channel.split(":", 1)[1]
         markets = await self.ctx.markets()
-        snapshot = await depth_snapshot(self.ctx.redis, markets[market.upper()], 50)
-        await self.send({"channel": channel, "data": {"snapshot": True, **snapshot}})
+        async with self.send_lock:
+            snapshot = await depth_snapshot(self.ctx.redis, markets[market.upper()], 50)
+            await self._send_locked({"channel": channel, "data": {"snapshot": True, **snapshot}})
 
     async def unsubscribe(self, channel: str) -> None:
         if channel in USER_CHANNELS:
