@@ -68,7 +68,7 @@ def seeded(db_url: str) -> str:
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(seq=ops)
 def test_consumers_match_model(seeded: str, redis_server: RedisServer, seq: list[tuple[Any, ...]]) -> None:

@@ -235,3 +235,42 @@ async def test_settlement_applies_each_seq_once_even_when_repeated_in_one_read(d
     finally:
         await redis.aclose()
         await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_withdrawal_hold_settle_release_are_idempotent(db_url: str, redis_url: str) -> None:
+    from ledger.withdrawals import release_withdrawal, settle_withdrawal
+
+    pool, m = await _setup(db_url)
+    redis = Redis.from_url(redis_url)
+    pubsub = redis.pubsub()
+    try:
+        await pubsub.subscribe(CH)
+        flow = Pipeline(pool, redis, [m], shards=1)
+        await flow.start()
+        before = await _balance(pool, 2, "BTC")
+        await flow.send(0, [WithdrawRequest(f"{m}-w1", CH, 2, "BTC", "0.001", BTC_REGTEST_ADDRESS, 1),
+                            WithdrawRequest(f"{m}-w2", CH, 2, "BTC", "0.002", BTC_REGTEST_ADDRESS, 2),
+                            WithdrawRequest(f"{m}-w1", CH, 2, "BTC", "0.001", BTC_REGTEST_ADDRESS, 3)])
+        await flow.drain()
+        r1, r2, r3 = await _collect(pubsub, 3)
+        assert r1.ok and r1.state == "held" and r2.ok and r3.duplicate and r3.withdrawal_id == r1.withdrawal_id
+        assert await _balance(pool, 2, "BTC") == (before[0] - 300_000, before[1] + 300_000)
+        assert r1.withdrawal_id is not None and r2.withdrawal_id is not None
+        async with pool.acquire() as conn, conn.transaction():
+            assert await settle_withdrawal(conn, withdrawal_id=r1.withdrawal_id, txid="aa" * 32)
+            assert not await settle_withdrawal(conn, withdrawal_id=r1.withdrawal_id, txid="aa" * 32)
+            assert not await release_withdrawal(conn, withdrawal_id=r1.withdrawal_id, reason="late")
+            assert await release_withdrawal(conn, withdrawal_id=r2.withdrawal_id, reason="policy")
+            assert not await settle_withdrawal(conn, withdrawal_id=r2.withdrawal_id, txid="bb" * 32)
+        assert await _balance(pool, 2, "BTC") == (before[0] - 100_000, before[1])
+        async with pool.acquire() as conn:
+            from ledger.audit import run_audit
+
+            assert [d for d in await run_audit(conn) if d.check != "assets"] == []
+            fee_row = await conn.fetchrow("SELECT amount, fee, state FROM withdrawals WHERE id = $1", r1.withdrawal_id)
+            assert (fee_row["amount"], fee_row["fee"], fee_row["state"]) == (100_000, 10_000, "settled")
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await redis.aclose()
+        await pool.close()
