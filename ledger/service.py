@@ -30,11 +30,15 @@ async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int
     db_url, redis_url = settings.database_url.get(), settings.redis_url.get()
     if not db_url or not redis_url:
         raise LedgerError("coffer ledger run needs COFFER_DATABASE_URL and COFFER_REDIS_URL")
-    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=settings.intake_shards + 8)
+    conn = await asyncpg.connect(db_url)
+    try:
+        markets = sorted(await load_markets(conn))
+    finally:
+        await conn.close()
+    # one connection per consumer (each holds at most one at a time) and two spare
+    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=settings.intake_shards + len(markets) + 2)
     redis = Redis.from_url(redis_url)
     try:
-        async with pool.acquire() as conn:
-            markets = sorted(await load_markets(conn))
         intakes = [IntakeConsumer(pool, redis, shard=k, batch_size=batch_size)
                    for k in range(settings.intake_shards)]
         settlements = [SettlementConsumer(pool, redis, market=m, batch_size=batch_size) for m in markets]
