@@ -137,6 +137,7 @@ class Processor:
         self._eth_chain_id: int | None = None
         self.errors = 0
         self.sweeper: Sweeper | None = None
+        self.gap_retry_at = 0.0  # monotonic time before which no nonce-gap filler is tried again
         if sweep is not None:
             from ledger.withdrawals_proc.sweep import Sweeper
 
@@ -162,6 +163,7 @@ class Processor:
             moved = await r.take_up_new(conn)
         for wid in await self._ids("new"):
             moved += await self._guard(self.build_new(wid), f"withdrawal {wid}")
+        moved += await self._guard(self.fill_nonce_gaps(), "nonce gaps")
         moved += await self.broadcast_signed()
         for wid in await self._ids("broadcast"):
             moved += await self._guard(self.check(wid), f"withdrawal {wid}")
@@ -458,6 +460,11 @@ class Processor:
         from ledger.withdrawals_proc import confirm
 
         return await confirm.recheck_settled(self, window_s)
+
+    async def fill_nonce_gaps(self) -> int:
+        from ledger.withdrawals_proc.gaps import fill_nonce_gaps
+
+        return await fill_nonce_gaps(self)
 
     async def auto_bump(self, older_than_s: float) -> int:
         from ledger.withdrawals_proc import bump

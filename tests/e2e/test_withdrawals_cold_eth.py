@@ -75,3 +75,50 @@ async def test_eth_cold_path(db_url: str, redis_url: str, eth_chain: Any, tmp_pa
         await eth.aclose()
         await pool.close()
         await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_rejected_cold_draft_nonce_is_filled(db_url: str, redis_url: str, eth_chain: Any,
+                                                   tmp_path: Path) -> None:
+    """A cold draft holds nonce N; a later hot withdrawal gets N+1 and cannot be mined before N. When
+    the operator rejects the draft, nonce N is filled (a 1-wei self-transfer) and N+1 goes through:
+    no nonce is skipped and nothing stays stuck."""
+    from ledger.withdrawals_proc.cold import reject
+
+    env = E.make_env(tmp_path, eth_chain_id=int(eth_chain.rpc("eth_chainId"), 16))
+    conn = await asyncpg.connect(db_url)
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+    eth = EthApi(eth_chain.url)
+    try:
+        await E.seed_assets(conn)
+        proc = Processor(pool, env.signer, ProcessorConfig(), btc=None, eth=eth)
+        hot = proc.keys.eth_hot_address
+        start = int(eth_chain.rpc("eth_getTransactionCount", hot, "latest"), 16)
+        funding = eth_chain.fund(hot, 3 * 10**18)
+        await conn.execute("INSERT INTO users (id) VALUES (13) ON CONFLICT DO NOTHING")
+        await E.credit(conn, user_id=13, asset="ETH", amount=3 * 10**9, txid=funding)
+        big = await E.request_withdrawal(db_url, redis_url, user_id=13, asset="ETH", amount="1", address=DEST)
+        await proc.step()
+        draft_id, _ = await approve(proc, big["id"])
+        assert int(await conn.fetchval("SELECT nonce FROM wd_txs WHERE id = $1", draft_id)) == start
+        small = await E.request_withdrawal(db_url, redis_url, user_id=13, asset="ETH", amount="0.01",
+                                           address="0x5555555555555555555555555555555555555555")
+        await proc.step()
+        held = await conn.fetchrow("SELECT state, nonce FROM wd_txs WHERE withdrawal_id = $1", small["id"])
+        assert held["state"] == "signed"  # the node will not take N+1 before N
+        assert int(held["nonce"]) == start + 1
+
+        await reject(pool, big["id"], "too large for today")
+        await proc.step()  # filler at N, then N+1 broadcast
+        eth_chain.mine(3)
+        await proc.step()
+        assert await conn.fetchval("SELECT state FROM withdrawals WHERE id = $1", small["id"]) == "settled"
+        assert await conn.fetchval("SELECT state FROM withdrawals WHERE id = $1", big["id"]) == "released"
+        filler = await conn.fetchrow("SELECT * FROM wd_txs WHERE reason = 'nonce gap filler'")
+        assert filler["nonce"] == start and filler["state"] == "confirmed"
+        assert int(eth_chain.rpc("eth_getTransactionCount", hot, "latest"), 16) == start + 2
+        assert await E.audit_clean(conn) == []
+    finally:
+        await eth.aclose()
+        await pool.close()
+        await conn.close()
