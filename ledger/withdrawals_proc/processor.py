@@ -15,7 +15,7 @@ One pass (`step`) does, each in its own PostgreSQL transactions:
    marked failed and the hold released (`release_withdrawal`) — one or the other, never both;
 5. optionally fee-bump transactions unconfirmed for `bump_after_s` (`bump`: RBF for Bitcoin, the
    same nonce with fees +12.5% for Ethereum), also callable from the CLI;
-6. optionally sweep (`sweep.py`) and confirm internal moves.
+6. optionally sweep (`sweep.py`) and confirm internal moves; fill Ethereum nonce gaps (`gaps.py`).
 Steps 4 and 5 live in `confirm.py` and `bump.py`.
 Chain API failures are logged and retried on the next pass.
 """
