@@ -35,6 +35,8 @@ DEMO_POLICY = {
         {"name": "btc-daily", "asset": "BTC", "window_seconds": 86400, "window_cap_chain_units": "50000000"},
         {"name": "eth-small", "asset": "ETH", "max_single_chain_units": str(2 * 10**18)},
         {"name": "usdt-small", "asset": "USDT", "max_single_chain_units": str(20_000 * 10**6)},
+        # Internal moves of the withdrawal processor: ETH gas top-ups and nonce-gap fillers.
+        {"name": "gas-eth", "asset": "GAS:ETH", "max_single_chain_units": str(10**17)},
     ]
 }
 
@@ -127,6 +129,7 @@ def service_env(files: DemoFiles, eth_url: str, btc_url: str, token: str, eth_ch
         "COFFER_SIGNER_POLICY_FILE": str(files.path(POLICY_FILE)),
         "COFFER_SIGNER_NETWORK": DEMO_NETWORK,
         "COFFER_SIGNER_ETH_CHAIN_ID": str(eth_chain_id),
+        "COFFER_WITHDRAWALS_EXPORT_DIR": str(files.path("withdrawals-export")),
     }
 
 
