@@ -79,10 +79,13 @@ async def xadd_batches(r: Any, market: str, batches: list[list[Command]]) -> Non
     await pipe.execute()
 
 
-async def wait_caught_up(r: Any, market: str, timeout_s: float = 60.0) -> None:
-    """Until the checkpoint's input id is the last entry of match:in."""
+async def wait_caught_up(r: Any, market: str, timeout_s: float = 60.0, task: asyncio.Task[Any] | None = None) -> None:
+    """Until the checkpoint's input id is the last entry of match:in (fails early if `task` died)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if task is not None and task.done():
+            task.result()
+            raise AssertionError("the runner task returned before catching up")
         last = await r.xrevrange(keys.match_in(market), count=1)
         ck = await r.hget(keys.checkpoint(market), "in_id")
         if last and ck == last[0][0]:

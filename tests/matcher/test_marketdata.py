@@ -28,6 +28,7 @@ def _spread(cmds: list[Command], step_ms: int) -> list[Command]:
 
 
 async def _md_caught_up(r: Any, timeout_s: float = 60) -> None:
+    """Until the market-data checkpoint reaches the engine's last seq."""
     want = await r.hget(keys.checkpoint(M), "seq")
     for _ in range(int(timeout_s / 0.02)):
         if await r.hget(keys.md_checkpoint(M), "seq") == want:
@@ -48,18 +49,30 @@ def _expected(cmds: list[Command]) -> tuple[Engine, list[dict[str, Any]]]:
 async def test_depth_trades_klines_with_consumer_crash(redis_url: str, db_url: str) -> None:
     cmds = _spread(sharded_flow(8000, 77, shards=1), 37_000)  # ~3.4 days of trading
     batches = [cmds[i:i + 50] for i in range(0, len(cmds), 50)]
-    r = aioredis.Redis.from_url(redis_url)
-    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
+    # each component has its own client, as in production where they are separate processes
+    r = aioredis.Redis.from_url(redis_url, socket_timeout=10)
+    r_runner = aioredis.Redis.from_url(redis_url, socket_timeout=10)
+    md_clients: list[Any] = []
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=3)
     stop = asyncio.Event()
     md_stop = asyncio.Event()
     cfg = MarketDataConfig(markets=(M,), redis_url=redis_url, database_url=db_url, depth_levels=20,
                            recent_trades=100, kline_buckets_kept=50, state_interval_s=0.0, batch=7)
+    tasks: list[asyncio.Task[None]] = []
+
+    def consumer(config: MarketDataConfig) -> MarketDataConsumer:
+        client = aioredis.Redis.from_url(redis_url, socket_timeout=10)
+        md_clients.append(client)
+        return MarketDataConsumer(client, pool, M, config, md_stop)
+
     try:
-        runner = asyncio.create_task(MarketRunner(r, M, RunnerConfig((M,), redis_url, batch=20), stop).run())
-        first = MarketDataConsumer(r, pool, M, cfg, md_stop)
+        runner = asyncio.create_task(MarketRunner(r_runner, M, RunnerConfig((M,), redis_url, batch=20), stop).run())
+        tasks.append(runner)
+        first = consumer(cfg)
         md = asyncio.create_task(first.run())
+        tasks.append(md)
         await xadd_batches(r, M, batches[:60])
-        await wait_caught_up(r, M)
+        await wait_caught_up(r, M, task=runner)
         await _md_caught_up(r)
         # crash the consumer without a final state save, after state saves stop being frequent
         md.cancel()
@@ -67,18 +80,20 @@ async def test_depth_trades_klines_with_consumer_crash(redis_url: str, db_url: s
             await md
         saved_seq = int(await r.hget(keys.md_state(M), "seq") or 0)
         slow = dataclasses.replace(cfg, state_interval_s=3600)
-        second = MarketDataConsumer(r, pool, M, slow, md_stop)
+        second = consumer(slow)
         md = asyncio.create_task(second.run())
+        tasks.append(md)
         await xadd_batches(r, M, batches[60:120])
-        await wait_caught_up(r, M)
+        await wait_caught_up(r, M, task=runner)
         await _md_caught_up(r)
         md.cancel()
         with pytest.raises(asyncio.CancelledError):
             await md
-        third = MarketDataConsumer(r, pool, M, slow, md_stop)
+        third = consumer(slow)
         md = asyncio.create_task(third.run())
+        tasks.append(md)
         await xadd_batches(r, M, batches[120:])
-        await wait_caught_up(r, M)
+        await wait_caught_up(r, M, task=runner)
         await _md_caught_up(r)
         assert third.seq > saved_seq and second.seq > saved_seq
         md_stop.set()
@@ -132,5 +147,13 @@ async def test_depth_trades_klines_with_consumer_crash(redis_url: str, db_url: s
     finally:
         stop.set()
         md_stop.set()
-        await pool.close()
-        await r.aclose()
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(pool.close(), 10)
+        except TimeoutError:
+            pool.terminate()
+        for client in (r, r_runner, *md_clients):
+            await client.aclose()
