@@ -129,8 +129,8 @@ async def test_kill9_intake_between_commit_and_forward(db_url: str, redis_url: s
         await pool.close()
 
 
-async def _busy_run(pool: asyncpg.Pool, redis_url: str, m: str, crash: Any, n_batches: int = 30) -> tuple[
-        EnginePump, list[IntakeConsumer], SettlementConsumer, int]:
+async def _busy_run(pool: asyncpg.Pool, redis_url: str, m: str, crash: Any, n_batches: int = 30,
+                    crash_every: int = 0) -> tuple[EnginePump, list[IntakeConsumer], SettlementConsumer, int]:
     """Consumers and the pump run as tasks while orders stream in; `crash()` runs mid-way."""
     stop = asyncio.Event()
     redis = Redis.from_url(redis_url)
@@ -153,7 +153,7 @@ async def _busy_run(pool: asyncpg.Pool, redis_url: str, m: str, crash: Any, n_ba
     writer = Redis.from_url(redis_url)
     try:
         for b in range(n_batches):
-            if b == n_batches // 2:
+            if (b == n_batches // 2) if not crash_every else (b % crash_every == crash_every - 1):
                 await crash()
             for shard, reqs in _orders(m, sent, 40).items():
                 for attempt in range(100):
@@ -246,3 +246,34 @@ async def test_kill9_redis_mid_batch(always_redis: RedisServer, db_url: str) -> 
             await redis.aclose()
     finally:
         await pool.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.soak
+async def test_soak_repeated_kill9_of_postgres_and_redis(fresh_postgres: PostgresServer,
+                                                         always_redis: RedisServer) -> None:
+    """Soak: PostgreSQL and Redis killed in turn every 25 batches over 300 batches."""
+    db_url = await asyncio.to_thread(new_database, fresh_postgres, "soak")
+    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=8)
+    try:
+        m = await _seed(pool)
+        turn = 0
+
+        async def crash() -> None:
+            nonlocal turn
+            server: Any = fresh_postgres if turn % 2 == 0 else always_redis
+            turn += 1
+            server.kill()
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(server.start)
+
+        pump, _intakes, _settlement, sent = await _busy_run(pool, always_redis.url, m, crash, n_batches=300,
+                                                            crash_every=25)
+        assert turn == 12
+        redis = Redis.from_url(always_redis.url)
+        try:
+            await _check(pool, redis, m, pump, sent)
+        finally:
+            await redis.aclose()
+    finally:
+        pool.terminate()
