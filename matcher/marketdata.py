@@ -32,6 +32,7 @@ from typing import Any
 import msgpack
 
 from matcher import keys
+from matcher._aio import raise_if_cancelling, redis_client, sleep_or_stop
 from matcher.depth import DepthBook
 from matcher.errors import MatcherError
 from matcher.klines import INTERVALS_MS, Candle, KlineAggregator
@@ -183,6 +184,7 @@ class MarketDataConsumer:
         loaded = False
         last_state = time.monotonic()
         while not self.stop.is_set():
+            raise_if_cancelling()
             try:
                 if not loaded:
                     await self.load()
@@ -197,31 +199,21 @@ class MarketDataConsumer:
                 if save:
                     last_state = now
             except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError) as exc:
+                raise_if_cancelling()
                 log.warning("%s: Redis unavailable (%s); reloading state", self.market, exc)
                 loaded = False
-                await _sleep_or_stop(self.stop, self.config.retry_delay_s)
+                await sleep_or_stop(self.stop, self.config.retry_delay_s)
         if loaded and self.batches:
             with contextlib.suppress(rexc.ConnectionError, rexc.TimeoutError, OSError):
                 await self.r.hset(keys.md_state(self.market),
                                   mapping={"state": self._state(), "out_id": self.out_id, "seq": self.seq})
 
 
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        async with asyncio.timeout(seconds):
-            await stop.wait()
-    except TimeoutError:
-        pass
-
 
 async def run_markets(config: MarketDataConfig, stop: asyncio.Event) -> None:
     import asyncpg
-    import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
 
-    client = aioredis.Redis.from_url(config.redis_url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2,
-                                     socket_timeout=max(5.0, config.block_ms / 1000 + 5))
+    client = redis_client(config.redis_url, config.block_ms)
     pool = await asyncpg.create_pool(config.database_url, min_size=1, max_size=2)
     try:
         async with asyncio.TaskGroup() as tg:

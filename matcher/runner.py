@@ -32,6 +32,7 @@ from typing import Any
 import msgpack
 
 from matcher import keys
+from matcher._aio import raise_if_cancelling, redis_client, sleep_or_stop
 from matcher.engine import Engine
 from matcher.errors import LeaseLostError, MatcherError, RecoveryError, SnapshotError
 from matcher.protocol import BATCH_FIELD, Command, ProtocolError, decode_commands
@@ -248,6 +249,7 @@ class MarketRunner:
         read_ahead: asyncio.Task[Any] | None = None
         try:
             while not self.stop.is_set():
+                raise_if_cancelling()
                 if read_ahead is not None:
                     reply = await read_ahead
                     read_ahead = None
@@ -296,12 +298,13 @@ class MarketRunner:
 
         waiting_logged = False
         while not self.stop.is_set():
+            raise_if_cancelling()
             try:
                 if not await self.acquire():
                     if not waiting_logged:
                         log.info("%s: standby, another runner holds the lease", self.market)
                         waiting_logged = True
-                    await _sleep_or_stop(self.stop, self.config.lease_ms / 4000)
+                    await sleep_or_stop(self.stop, self.config.lease_ms / 4000)
                     continue
                 waiting_logged = False
                 log.info("%s: leader with fencing token %s", self.market, self.token)
@@ -310,10 +313,11 @@ class MarketRunner:
                 log.warning("%s", exc)
                 if isinstance(exc, LeaseLostError):
                     self.token = ""
-                await _sleep_or_stop(self.stop, self.config.retry_delay_s)
+                await sleep_or_stop(self.stop, self.config.retry_delay_s)
             except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError) as exc:
+                raise_if_cancelling()
                 log.warning("%s: Redis unavailable (%s); will recover from Redis", self.market, exc)
-                await _sleep_or_stop(self.stop, self.config.retry_delay_s)
+                await sleep_or_stop(self.stop, self.config.retry_delay_s)
         with contextlib.suppress(rexc.ConnectionError, rexc.TimeoutError, OSError):
             await self.release()
 
@@ -325,22 +329,10 @@ def _id_le(a: str, b: str) -> bool:
     return (int(ams), int(aseq or 0)) <= (int(bms), int(bseq or 0))
 
 
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        async with asyncio.timeout(seconds):
-            await stop.wait()
-    except TimeoutError:
-        pass
-
 
 async def run_markets(config: RunnerConfig, stop: asyncio.Event) -> None:
     """Run every market of `config` until `stop` is set."""
-    import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    client = aioredis.Redis.from_url(config.redis_url, retry=Retry(NoBackoff(), 0),
-                                     socket_timeout=max(5.0, config.block_ms / 1000 + 5), socket_connect_timeout=2)
+    client = redis_client(config.redis_url, config.block_ms)
     try:
         async with asyncio.TaskGroup() as tg:
             for market in config.markets:

@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from matcher import keys
+from matcher._aio import redis_client
 from matcher.engine import Engine
 from matcher.klines import INTERVALS_MS, bucket_start_ms
 from matcher.marketdata import MarketDataConfig, MarketDataConsumer
@@ -51,7 +52,7 @@ async def test_depth_trades_klines_with_consumer_crash(redis_url: str, db_url: s
     batches = [cmds[i:i + 50] for i in range(0, len(cmds), 50)]
     # each component has its own client, as in production where they are separate processes
     r = aioredis.Redis.from_url(redis_url, socket_timeout=10)
-    r_runner = aioredis.Redis.from_url(redis_url, socket_timeout=10)
+    r_runner = redis_client(redis_url, 100)
     md_clients: list[Any] = []
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=3)
     stop = asyncio.Event()
@@ -61,7 +62,7 @@ async def test_depth_trades_klines_with_consumer_crash(redis_url: str, db_url: s
     tasks: list[asyncio.Task[None]] = []
 
     def consumer(config: MarketDataConfig) -> MarketDataConsumer:
-        client = aioredis.Redis.from_url(redis_url, socket_timeout=10)
+        client = redis_client(redis_url, 100)
         md_clients.append(client)
         return MarketDataConsumer(client, pool, M, config, md_stop)
 
@@ -77,7 +78,7 @@ async def test_depth_trades_klines_with_consumer_crash(redis_url: str, db_url: s
         # crash the consumer without a final state save, after state saves stop being frequent
         md.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await md
+            await asyncio.wait_for(md, 10)
         saved_seq = int(await r.hget(keys.md_state(M), "seq") or 0)
         slow = dataclasses.replace(cfg, state_interval_s=3600)
         second = consumer(slow)
@@ -88,7 +89,7 @@ async def test_depth_trades_klines_with_consumer_crash(redis_url: str, db_url: s
         await _md_caught_up(r)
         md.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await md
+            await asyncio.wait_for(md, 10)
         third = consumer(slow)
         md = asyncio.create_task(third.run())
         tasks.append(md)
@@ -150,7 +151,10 @@ async def test_depth_trades_klines_with_consumer_crash(redis_url: str, db_url: s
         for task in tasks:
             if not task.done():
                 task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        finished, _ = await asyncio.wait(tasks, timeout=10)
+        for task in finished:
+            if not task.cancelled():
+                task.exception()  # retrieved: a failure already surfaced through the test body
         try:
             await asyncio.wait_for(pool.close(), 10)
         except TimeoutError:
