@@ -129,13 +129,28 @@ async def test_kill9_intake_between_commit_and_forward(db_url: str, redis_url: s
         await pool.close()
 
 
+class _TrackedIntake(IntakeConsumer):
+    """An intake consumer that signals when it enters its batch transaction."""
+
+    def __init__(self, *args: Any, entered: asyncio.Event, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entered = entered
+
+    async def process(self, conn: asyncpg.Connection, requests: list[Any], last_id: str) -> Any:
+        self.entered.set()
+        return await super().process(conn, requests, last_id)
+
+
 async def _busy_run(pool: asyncpg.Pool, redis_url: str, m: str, crash: Any, n_batches: int = 30,
                     crash_every: int = 0) -> tuple[EnginePump, list[IntakeConsumer], SettlementConsumer, int]:
-    """Consumers and the pump run as tasks while orders stream in; `crash()` runs mid-way."""
+    """Consumers and the pump run as tasks while orders stream in; `crash()` runs mid-way, while
+    an intake consumer is inside its batch transaction."""
     stop = asyncio.Event()
     redis = Redis.from_url(redis_url)
     pump_redis = Redis.from_url(redis_url)
-    intakes = [IntakeConsumer(pool, redis, shard=k, batch_size=200, block_ms=20) for k in range(SHARDS)]
+    entered = asyncio.Event()
+    intakes: list[IntakeConsumer] = [
+        _TrackedIntake(pool, redis, shard=k, batch_size=200, block_ms=20, entered=entered) for k in range(SHARDS)]
     settlement = SettlementConsumer(pool, redis, market=m, batch_size=100, block_ms=20)
     pump = EnginePump(pump_redis, m)
 
@@ -154,6 +169,13 @@ async def _busy_run(pool: asyncpg.Pool, redis_url: str, m: str, crash: Any, n_ba
     try:
         for b in range(n_batches):
             if (b == n_batches // 2) if not crash_every else (b % crash_every == crash_every - 1):
+                # a burst, then the kill once an intake consumer is inside its transaction
+                for shard, reqs in _orders(m, sent, 600).items():
+                    await Pipeline(pool, writer, [m], shards=SHARDS).send(shard, reqs)
+                sent += 600
+                entered.clear()
+                async with asyncio.timeout(30):
+                    await entered.wait()
                 await crash()
             for shard, reqs in _orders(m, sent, 40).items():
                 for attempt in range(100):
