@@ -48,7 +48,7 @@ def plan_services(settings: Settings, parser: argparse.ArgumentParser) -> list[S
     """The child services to start, in start order (stopped in reverse)."""
     candidates: list[ServiceSpec] = []
     if has_command(parser, ("ledger", "run")):
-        candidates.append(ServiceSpec("ledger", ("ledger", "run")))
+        candidates.append(ServiceSpec("ledger", ("ledger", "run"), ready_line="ledger: consumers running"))
     if has_command(parser, ("matcher", "run")):
         argv: list[str] = ["matcher", "run"]
         for market in DEMO_MARKETS:

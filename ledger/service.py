@@ -1,5 +1,6 @@
 """`coffer ledger run`: every intake consumer (one per shard) and settlement consumer (one per
-enabled market) in one asyncio process, stopped cleanly by SIGTERM / SIGINT.
+enabled market), and the withdrawal processor when a hot keystore is configured, in one
+asyncio process, stopped cleanly by SIGTERM / SIGINT.
 
 Each consumer recovers by itself from PostgreSQL or Redis outages (see their `run`). A stop
 signal sets one event; every consumer finishes the batch it is in (its transaction commits
@@ -23,7 +24,25 @@ log = logging.getLogger("ledger.service")
 READY_LINE = "ledger: consumers running"
 
 
-async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int = 5000) -> None:
+async def _withdrawal_processor(pool: object, stop: asyncio.Event) -> None:
+    """The withdrawal processor, restarted after a failure so it never takes the consumers down."""
+    from ledger.withdrawals_proc.service import run_from_env
+
+    delay_s = 1.0
+    while not stop.is_set():
+        try:
+            await run_from_env(pool, stop)  # type: ignore[arg-type]
+            return
+        except Exception:
+            log.exception("withdrawal processor failed; restarting in %.0f s", delay_s)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay_s)
+        except TimeoutError:
+            delay_s = min(delay_s * 2, 30.0)
+
+
+async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int = 5000,
+                     with_withdrawals: bool = True) -> None:
     import asyncpg
     from redis.asyncio import Redis
 
@@ -36,7 +55,7 @@ async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int
     finally:
         await conn.close()
     # one connection per consumer (each holds at most one at a time) and two spare
-    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=settings.intake_shards + len(markets) + 2)
+    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=settings.intake_shards + len(markets) + 4)
     redis = Redis.from_url(redis_url)
     try:
         intakes = [IntakeConsumer(pool, redis, shard=k, batch_size=batch_size)
@@ -48,6 +67,8 @@ async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int
                 tg.create_task(c.run(stop))
             for s in settlements:
                 tg.create_task(s.run(stop))
+            if with_withdrawals:
+                tg.create_task(_withdrawal_processor(pool, stop))
     finally:
         await redis.aclose()
         await pool.close()
