@@ -94,3 +94,31 @@ class ChainHTTPServer:
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class PeriodicMiner:
+    """Calls `mine()` every `block_time_s` seconds on a daemon thread until `stop()`.
+
+    A failed round is logged and the next one still happens (a test chain keeps its clock).
+    """
+
+    def __init__(self, mine: Callable[[], object], block_time_s: float, name: str) -> None:
+        self._mine = mine
+        self._block_time_s = block_time_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._block_time_s):
+            try:
+                self._mine()
+            except Exception:
+                log.exception("periodic mining failed")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from watchers.testchains._http import ChainHTTPServer, Reply
+from watchers.testchains._http import ChainHTTPServer, PeriodicMiner, Reply
 from watchers.testchains.errors import NotFoundError, TxRejectedError
 from watchers.testchains.regtest_chain import (
     Block,
@@ -152,8 +152,7 @@ class EsploraServer:
         self._fault_status: int | None = None
         self._fault_delay_s = 0.0
         self._block_time_s = block_time_s
-        self._stop = threading.Event()
-        self._miner: threading.Thread | None = None
+        self._miner: PeriodicMiner | None = None
         self._get_routes: list[tuple[re.Pattern[str], Callable[..., Reply]]] = [
             (re.compile(p), f) for p, f in (
                 (r"/blocks/tip/height", self._tip_height),
@@ -420,25 +419,16 @@ class EsploraServer:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def _mine_periodically(self) -> None:
-        assert self._block_time_s is not None
-        while not self._stop.wait(self._block_time_s):
-            try:
-                self.chain.mine(1)
-            except Exception:
-                log.exception("periodic mining failed")
-
     def start(self) -> None:
         self._http.start()
         if self._block_time_s:
-            self._miner = threading.Thread(target=self._mine_periodically, name="btc-miner", daemon=True)
+            self._miner = PeriodicMiner(lambda: self.chain.mine(1), self._block_time_s, "btc-miner")
             self._miner.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._http.stop()
         if self._miner is not None:
-            self._miner.join(timeout=5)
+            self._miner.stop()
+        self._http.stop()
 
 
 def _int_arg(args: dict[str, Any], name: str, default: int) -> int:

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from watchers.testchains._http import ChainHTTPServer, Reply
+from watchers.testchains._http import ChainHTTPServer, PeriodicMiner, Reply
 from watchers.testchains.errors import RpcError
 from watchers.testchains.eth_chain import EthTestChain
 
@@ -38,8 +38,7 @@ class EthRpcServer:
         self.chain = chain
         self._http = ChainHTTPServer(self.handle, host, port)
         self._block_time_s = block_time_s
-        self._stop = threading.Event()
-        self._miner: threading.Thread | None = None
+        self._miner: PeriodicMiner | None = None
         self._faults_lock = threading.Lock()
         self._fault_count = 0
         self._fault_status: int | None = None
@@ -116,22 +115,13 @@ class EthRpcServer:
     def _json(obj: Any) -> Reply:
         return Reply(200, json.dumps(obj).encode(), "application/json")
 
-    def _mine_periodically(self) -> None:
-        assert self._block_time_s is not None
-        while not self._stop.wait(self._block_time_s):
-            try:
-                self.chain.mine(1)
-            except Exception:
-                log.exception("periodic mining failed")
-
     def start(self) -> None:
         self._http.start()
         if self._block_time_s:
-            self._miner = threading.Thread(target=self._mine_periodically, name="eth-miner", daemon=True)
+            self._miner = PeriodicMiner(lambda: self.chain.mine(1), self._block_time_s, "eth-miner")
             self._miner.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._http.stop()
         if self._miner is not None:
-            self._miner.join(timeout=5)
+            self._miner.stop()
+        self._http.stop()
