@@ -75,6 +75,8 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # One line per HTTP request to the node drowns what the watcher itself says.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     database_url = settings.database_url.get()
     if not database_url:
         raise WatcherConfigError("no database: set COFFER_DATABASE_URL")
