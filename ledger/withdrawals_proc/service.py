@@ -4,7 +4,11 @@
 Environment: the hot signer's variables (signer.hot_config: COFFER_SIGNER_HOT_KEYSTORE, ...),
 the chain APIs COFFER_WITHDRAWALS_ESPLORA_URL and COFFER_WITHDRAWALS_ETH_RPC_URL (falling back to
 the watchers' COFFER_WATCHER_ESPLORA_URL / COFFER_WATCHER_ETH_RPC_URL; a chain without a URL is
-not processed), and the processor's own settings (`ProcessorConfig.from_env`). Without
+not processed), the processor's own settings (`ProcessorConfig.from_env`) and the sweeping ones
+(`SweepConfig.from_env`: Ethereum deposit sweeps; hot above its cap to cold — BTC through the
+cold path, ETH / ERC-20 hot-signed to the allow-listed cold address of
+COFFER_WITHDRAWALS_COLD_ETH_XPUB when COFFER_WITHDRAWALS_HOT_CAP_ETH_WEI /
+COFFER_WITHDRAWALS_HOT_CAP_<TOKEN> are set). Without
 COFFER_SIGNER_HOT_KEYSTORE the processor does not start inside `coffer ledger run` (a log line
 says so): withdrawals then stay held.
 """

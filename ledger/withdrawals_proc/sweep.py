@@ -13,7 +13,9 @@ Bitcoin deposit outputs are already hot coins: nothing to sweep. Hot above its c
 BTC coins exceed `hot_cap_sat`, a PSBT moving the excess down to half the cap to a fresh cold
 address (derived from the cold account xpub printed by `coffer-signer xpub`) is built, its coins
 reserved, and exported for offline signing (the cold path: `coffer withdrawals import`, then the
-processor broadcasts it). Internal transactions are confirmed by `Processor.check_internal`.
+processor broadcasts it). Hot ETH / ERC-20 tokens above their caps go to the cold Ethereum address
+signed by the hot signer under the allow-listed policy assets `COLD:<asset>` (`cold_sweep_eth.py`).
+Internal transactions are confirmed by `Processor.check_internal`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ledger.withdrawals_proc.errors import ProcessorConfigError, WithdrawalError
 if TYPE_CHECKING:
     import asyncpg
 
+    from ledger.withdrawals_proc.cold_sweep_eth import EthColdSweeper
     from ledger.withdrawals_proc.processor import Processor
 
 log = logging.getLogger("ledger.withdrawals.sweep")
@@ -44,21 +47,42 @@ class SweepConfig:
     eth_min_sweep_wei: int = 10**15
     hot_cap_btc_sat: int | None = None
     cold_btc_xpub: str | None = None
+    hot_cap_eth_wei: int | None = None
+    hot_cap_tokens: tuple[tuple[str, int], ...] = ()  # (ERC-20 asset code, cap in token base units)
+    cold_eth_xpub: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SweepConfig:
         """COFFER_WITHDRAWALS_SWEEP_ETH (1 = on), COFFER_WITHDRAWALS_ETH_MIN_SWEEP_WEI (10**15),
-        COFFER_WITHDRAWALS_HOT_CAP_BTC_SAT and COFFER_WITHDRAWALS_COLD_BTC_XPUB (both, or neither)."""
+        COFFER_WITHDRAWALS_HOT_CAP_BTC_SAT and COFFER_WITHDRAWALS_COLD_BTC_XPUB (both, or neither);
+        COFFER_WITHDRAWALS_COLD_ETH_XPUB with COFFER_WITHDRAWALS_HOT_CAP_ETH_WEI and/or
+        COFFER_WITHDRAWALS_HOT_CAP_<TOKEN> (an ERC-20 asset code, e.g. USDT; in its base units:
+        1000000000 = 1000 USDT) — the xpub and at least one cap, or none of them."""
         env = os.environ if environ is None else environ
         cap = env.get("COFFER_WITHDRAWALS_HOT_CAP_BTC_SAT", "")
         xpub = env.get("COFFER_WITHDRAWALS_COLD_BTC_XPUB", "") or None
         if bool(cap) != bool(xpub):
             raise ProcessorConfigError("set COFFER_WITHDRAWALS_HOT_CAP_BTC_SAT and COFFER_WITHDRAWALS_COLD_BTC_XPUB "
                                        "together")
+        prefix = "COFFER_WITHDRAWALS_HOT_CAP_"
+        eth_cap = env.get(prefix + "ETH_WEI", "")
+        if env.get(prefix + "ETH", ""):
+            raise ProcessorConfigError(f"{prefix}ETH is not a setting: the ETH cap is {prefix}ETH_WEI (in wei)")
+        token_names = sorted(k for k, v in env.items() if k.startswith(prefix) and v
+                             and k not in (prefix + "BTC_SAT", prefix + "ETH_WEI"))
+        eth_xpub = env.get("COFFER_WITHDRAWALS_COLD_ETH_XPUB", "") or None
+        if bool(eth_cap or token_names) != bool(eth_xpub):
+            raise ProcessorConfigError("set COFFER_WITHDRAWALS_COLD_ETH_XPUB together with "
+                                       f"{prefix}ETH_WEI and/or {prefix}<TOKEN>")
         try:
+            caps = {"eth": int(eth_cap) if eth_cap else None}
+            tokens = tuple((k[len(prefix):], int(env[k])) for k in token_names)
+            if any(v is not None and v < 0 for v in caps.values()) or any(v < 0 for _, v in tokens):
+                raise ValueError("a hot cap is negative")
             return cls(sweep_eth=env.get("COFFER_WITHDRAWALS_SWEEP_ETH", "") == "1",
                        eth_min_sweep_wei=int(env.get("COFFER_WITHDRAWALS_ETH_MIN_SWEEP_WEI", str(10**15))),
-                       hot_cap_btc_sat=int(cap) if cap else None, cold_btc_xpub=xpub)
+                       hot_cap_btc_sat=int(cap) if cap else None, cold_btc_xpub=xpub,
+                       hot_cap_eth_wei=caps["eth"], hot_cap_tokens=tokens, cold_eth_xpub=eth_xpub)
         except ValueError as exc:
             raise ProcessorConfigError(f"bad sweep setting: {exc}") from None
 
@@ -72,6 +96,12 @@ class Sweeper:
             from wallet.derive import open_account
 
             self._cold = open_account(config.cold_btc_xpub, "btc", proc.keys.btc_network, "p2wpkh")
+        self.cold_eth: EthColdSweeper | None = None
+        if config.cold_eth_xpub:
+            from ledger.withdrawals_proc.cold_sweep_eth import EthColdSweeper
+
+            self.cold_eth = EthColdSweeper(proc, xpub=config.cold_eth_xpub, cap_eth_wei=config.hot_cap_eth_wei,
+                                           token_caps=config.hot_cap_tokens)
 
     async def step(self) -> int:
         moved = 0
@@ -79,6 +109,8 @@ class Sweeper:
             moved += await self.proc._guard(self.sweep_eth(), "ethereum sweep")
         if self._cold is not None and self.proc.btc is not None:
             moved += await self.proc._guard(self.hot_to_cold_btc(), "hot to cold")
+        if self.cold_eth is not None and self.proc.eth is not None:
+            moved += await self.proc._guard(self.cold_eth.step(), "hot to cold (ethereum)")
         return moved
 
     async def _busy(self, conn: asyncpg.Connection) -> set[str]:
