@@ -153,3 +153,19 @@ async def test_hot_eth_and_usdt_above_caps_move_to_cold(db_url: str, redis_url: 
         await eth.aclose()
         await pool.close()
         await conn.close()
+
+
+def test_cold_eth_settings_from_the_environment() -> None:
+    from ledger.withdrawals_proc.errors import ProcessorConfigError
+
+    config = SweepConfig.from_env({"COFFER_WITHDRAWALS_COLD_ETH_XPUB": "xpub-of-cold",
+                                   "COFFER_WITHDRAWALS_HOT_CAP_ETH_WEI": "7", "COFFER_WITHDRAWALS_HOT_CAP_USDT": "9"})
+    assert (config.cold_eth_xpub, config.hot_cap_eth_wei, config.hot_cap_tokens) == ("xpub-of-cold", 7, (("USDT", 9),))
+    assert SweepConfig.from_env({}).cold_eth_xpub is None
+    for bad in ({"COFFER_WITHDRAWALS_HOT_CAP_USDT": "9"},  # a cap without the cold xpub
+                {"COFFER_WITHDRAWALS_COLD_ETH_XPUB": "xpub-of-cold"},  # an xpub without a cap
+                {"COFFER_WITHDRAWALS_COLD_ETH_XPUB": "x", "COFFER_WITHDRAWALS_HOT_CAP_ETH": "7"},  # not in wei
+                {"COFFER_WITHDRAWALS_COLD_ETH_XPUB": "x", "COFFER_WITHDRAWALS_HOT_CAP_ETH_WEI": "-1"},
+                {"COFFER_WITHDRAWALS_COLD_ETH_XPUB": "x", "COFFER_WITHDRAWALS_HOT_CAP_USDT": "1.5"}):
+        with pytest.raises(ProcessorConfigError):
+            SweepConfig.from_env(bad)
