@@ -7,6 +7,10 @@
   export [--dir DIR]        (re)write every unsigned draft to the export folder
   import --signed FILE      store a transaction signed offline with coffer-signer (then broadcast)
   bump ID                   fee-bump the unconfirmed transaction of withdrawal ID (RBF / same nonce)
+  bump --tx TX              fee-bump transaction TX (a withdrawal's or an internal one: gas top-up,
+                            sweep, hot -> cold, nonce-gap filler)
+  bump --stuck [--older-than S]  fee-bump every broadcast transaction first sent over S s ago
+                            (default 0); those signed offline are listed and left to the operator
   run [--once]              the processor loop (until SIGTERM/SIGINT), or one pass
 
 Configuration: COFFER_DATABASE_URL (Settings); the hot signer's variables (signer.hot_config) for
@@ -51,8 +55,13 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("import", help="store a transaction signed offline with coffer-signer")
     p.add_argument("--signed", required=True, help="signed PSBT (base64) or 0x raw Ethereum transaction file")
     p.set_defaults(func=_import)
-    p = cmds.add_parser("bump", help="fee-bump the unconfirmed transaction of a withdrawal")
-    p.add_argument("id", type=int)
+    p = cmds.add_parser("bump", help="fee-bump the unconfirmed transaction of a withdrawal, a transaction, or "
+                        "every stuck one")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", type=int, nargs="?", help="withdrawal id")
+    which.add_argument("--tx", type=int, help="transaction id (withdrawal or internal: gas, sweep, cold)")
+    which.add_argument("--stuck", action="store_true", help="every broadcast transaction older than --older-than")
+    p.add_argument("--older-than", type=float, default=0.0, metavar="S", help="with --stuck: first sent over S s ago")
     p.set_defaults(func=_bump)
     p = cmds.add_parser("run", help="run the withdrawal processor until SIGTERM/SIGINT")
     p.add_argument("--once", action="store_true", help="one pass, then exit")
@@ -187,15 +196,45 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _bump(args: argparse.Namespace) -> int:
-    async def go(proc: Any) -> int:
-        row = await proc.pool.fetchrow(
-            "SELECT id FROM wd_txs WHERE withdrawal_id = $1 AND state = 'broadcast' ORDER BY generation DESC LIMIT 1",
-            args.id)
-        if row is None:
-            raise WithdrawalError(f"withdrawal {args.id} has no broadcast transaction to bump")
-        new_id = await proc.bump(int(row["id"]))
+    from ledger.withdrawals_proc import bump
+
+    async def one(proc: Any, tx_id: int) -> None:
+        new_id = await proc.bump(tx_id)
         new = await proc.pool.fetchrow("SELECT txid, fee_chain, state FROM wd_txs WHERE id = $1", new_id)
-        print(f"transaction {row['id']} replaced by {new_id} ({new['txid']}, fee {new['fee_chain']}, {new['state']})")
+        print(f"transaction {tx_id} replaced by {new_id} ({new['txid']}, fee {new['fee_chain']}, {new['state']})")
+
+    async def go(proc: Any) -> int:
+        if args.stuck:
+            failed = 0
+            rows = await bump.stuck(proc, args.older_than)
+            for tx in rows:
+                if not await bump.hot_signed(proc.pool, tx):
+                    print(f"NOT BUMPED: {bump.offline_message(tx)}")
+                    continue
+                if await bump.mined_already(proc, tx):
+                    print(f"{bump.describe(tx)} is already in a block: nothing to bump")
+                    continue
+                try:
+                    await one(proc, int(tx["id"]))
+                except WithdrawalError as exc:
+                    failed += 1
+                    print(f"NOT BUMPED: {bump.describe(tx)}: {exc}")
+            print(f"{len(rows)} stuck transaction(s), {failed} bump(s) failed")
+            return 1 if failed else 0
+        if args.tx is not None:
+            tx_id = args.tx
+        else:
+            row = await proc.pool.fetchrow(
+                "SELECT id FROM wd_txs WHERE withdrawal_id = $1 AND state = 'broadcast' ORDER BY generation DESC "
+                "LIMIT 1", args.id)
+            if row is None:
+                raise WithdrawalError(f"withdrawal {args.id} has no broadcast transaction to bump")
+            tx_id = int(row["id"])
+        try:
+            await one(proc, tx_id)
+        except bump.OfflineSignedError as exc:
+            print(f"NOT BUMPED: {exc}")
+            return 1
         return 0
 
     return _with_processor(go)
