@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import time
@@ -26,7 +27,8 @@ from typing import Any
 from coffer.localservices import PostgresServer, RedisServer
 
 
-async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: int) -> dict[str, Any]:
+async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: int,
+               profile: str | None = None) -> dict[str, Any]:
     import asyncpg
     from redis.asyncio import Redis
 
@@ -73,10 +75,16 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
 
         intake = IntakeConsumer(pool, redis, shard=0, batch_size=batch)
         await intake.start()
+        prof = cProfile.Profile() if profile else None
         t0, c0 = time.perf_counter(), time.process_time()
+        if prof:
+            prof.enable()
         while await intake.step(block_ms=0):
             pass
         await intake.flush_events()
+        if prof:
+            prof.disable()
+            prof.dump_stats(f"{profile}.intake")
         freeze_s, freeze_cpu = time.perf_counter() - t0, time.process_time() - c0
         accepted = await pool.fetchval("SELECT count(*) FROM orders")
 
@@ -94,10 +102,16 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
 
         settle = SettlementConsumer(pool, redis, market="BTC-USDT", batch_size=max(1, batch // 1000))
         await settle.start()
+        prof = cProfile.Profile() if profile else None
         t0, c0 = time.perf_counter(), time.process_time()
+        if prof:
+            prof.enable()
         while await settle.step(block_ms=0):
             pass
         await settle.flush_events()
+        if prof:
+            prof.disable()
+            prof.dump_stats(f"{profile}.settle")
         settle_s, settle_cpu = time.perf_counter() - t0, time.process_time() - c0
         settled = await pool.fetchval("SELECT count(*) FROM trades")
         async with pool.acquire() as conn:
@@ -125,6 +139,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--batch", type=int, default=10_000, help="intake stream entries per XREAD/transaction")
+    parser.add_argument("--profile", help="write cProfile stats of the two timed phases to PATH.intake / PATH.settle")
     args = parser.parse_args()
     from tests.harness import make_tempdir, new_database
 
@@ -134,7 +149,7 @@ def main() -> None:
     rs.start()
     try:
         db_url = new_database(pg, "bench_ledger")
-        result = asyncio.run(_run(db_url, rs.url, args.orders, args.users, args.batch))
+        result = asyncio.run(_run(db_url, rs.url, args.orders, args.users, args.batch, args.profile))
     finally:
         rs.stop()
         pg.stop()

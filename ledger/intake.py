@@ -34,14 +34,12 @@ from ledger.intake_protocol import (
     Request,
     WithdrawRequest,
     decode_requests,
-    encode_reply,
     encode_user_events,
     intake_stream,
     user_events_channel,
 )
-from ledger.journal import copy_rows, net_journal_rows
 from ledger.markets import Market, decimal_to_units, price_to_ticks, qty_to_lots, quote_to_funds
-from ledger.repo import aggregate, load_markets, lock_users, upsert_deltas
+from ledger.repo import aggregate, load_markets, lock_users, upsert_journal_and
 from matcher import keys
 from matcher.protocol import BATCH_FIELD as MATCH_FIELD
 from matcher.protocol import CancelOrder, Command, PlaceOrder
@@ -49,6 +47,7 @@ from matcher.protocol import CancelOrder, Command, PlaceOrder
 if TYPE_CHECKING:
     import asyncpg
     from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
 
 log = logging.getLogger("ledger.intake")
 
@@ -103,6 +102,37 @@ def encode_commands(cmds: list[Command]) -> bytes:
     return bytes(msgpack.packb(rows, use_bin_type=True))
 
 
+def encode_reply_fast(r: Reply) -> bytes:
+    """The same bytes as `intake_protocol.encode_reply(r)` (same keys in field order; every field
+    is a scalar, so the shallow map is what `asdict` builds) without `asdict`'s deep copy."""
+    return bytes(msgpack.packb({"rid": r.rid, "ok": r.ok, "kind": r.kind, "state": r.state, "order_id": r.order_id,
+                                "client_order_id": r.client_order_id, "reason": r.reason, "duplicate": r.duplicate,
+                                "withdrawal_id": r.withdrawal_id, "canceled": r.canceled}, use_bin_type=True))
+
+
+# PUBLISH of many (channel, message) pairs in one command: one reply to parse instead of one
+# per message (the per-command reply handling of a redis-py pipeline dominated publishing).
+# Channels are not keys (PUBLISH reaches every node of a cluster), so this is cluster-safe.
+_PUBLISH_MANY = """
+for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
+return #ARGV / 2
+"""
+_PUBLISH_CHUNK = 2000  # messages per script call (bounds how long one call holds Redis)
+
+
+def publish_script(redis: Redis) -> AsyncScript:
+    return redis.register_script(_PUBLISH_MANY)
+
+
+async def publish_many(script: AsyncScript, messages: list[tuple[str, bytes]]) -> None:
+    """Publish `messages` in order (so each channel's order is kept) in few round trips."""
+    for i in range(0, len(messages), _PUBLISH_CHUNK):
+        args: list[Any] = []
+        for channel, data in messages[i:i + _PUBLISH_CHUNK]:
+            args += (channel, data)
+        await script(keys=[], args=args)
+
+
 def stream_id_key(sid: str) -> tuple[int, int]:
     ms, _, seq = sid.partition("-")
     return int(ms), int(seq or 0)
@@ -120,6 +150,7 @@ class IntakeConsumer:
         self.block_ms = block_ms
         self.errors = 0  # recovered failures since start (tests assert on it)
         self._publishing: asyncio.Task[None] | None = None
+        self._publish_script = publish_script(redis)
         self.stream = intake_stream(shard)
         self.last_id = "0-0"
         self.markets: dict[str, Market] = {}
@@ -257,12 +288,7 @@ class IntakeConsumer:
     async def _publish(self, result: BatchResult) -> None:
         """Replies now (the API is waiting); balance events in the background, overlapping the
         next batch, one batch in flight so each user's events stay in order."""
-        replies = [(ch, r) for ch, r in result.replies if ch]
-        if replies:
-            pipe = self.redis.pipeline(transaction=False)
-            for channel, reply in replies:
-                pipe.publish(channel, encode_reply(reply))
-            await pipe.execute()
+        await publish_many(self._publish_script, [(ch, encode_reply_fast(r)) for ch, r in result.replies if ch])
         await self.flush_events()
         if result.balances:
             self._publishing = asyncio.create_task(self._publish_balances(result.balances))
@@ -271,10 +297,8 @@ class IntakeConsumer:
         per_user: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for user, asset, available, frozen in balances:
             per_user[user].append({"type": "balance", "asset": asset, "available": available, "frozen": frozen})
-        pipe = self.redis.pipeline(transaction=False)
-        for user, events in per_user.items():
-            pipe.publish(user_events_channel(user), encode_user_events(user, events))
-        await pipe.execute()
+        await publish_many(self._publish_script, [(user_events_channel(user), encode_user_events(user, events))
+                                        for user, events in per_user.items()])
 
     async def flush_events(self) -> None:
         """Wait for the previous batch's balance events (best effort: errors are logged)."""
@@ -290,24 +314,28 @@ class IntakeConsumer:
     async def process(self, conn: asyncpg.Connection, requests: list[Request], last_id: str) -> BatchResult:
         """Apply one batch inside the caller's transaction (see module docstring)."""
         res = BatchResult()
-        off = await conn.fetchrow("SELECT * FROM intake_offsets WHERE shard = $1 FOR UPDATE", self.shard)
+        user_ids = sorted({r.user for r in requests})
+        n_places = sum(isinstance(r, PlaceOrderRequest) for r in requests)
+        # one round trip: lock the offset row, the known users, the order ids the batch may use
+        # (ids a skipped or rejected batch draws are gaps, as after any rollback)
+        off = await conn.fetchrow(
+            "SELECT o.stream_id, o.last_iid, o.batch_first_iid, "
+            "ARRAY(SELECT id FROM users WHERE id = ANY($2::bigint[])) AS users, "
+            "ARRAY(SELECT nextval('order_ids') FROM generate_series(1, $3)) AS oids "
+            "FROM intake_offsets o WHERE o.shard = $1 FOR UPDATE OF o",
+            self.shard, user_ids, n_places)
         assert off is not None
         if stream_id_key(off["stream_id"]) >= stream_id_key(last_id):
             res.skipped = True  # another run committed this batch already
             return res
         if any(isinstance(r, PlaceOrderRequest) and r.market not in self.markets for r in requests):
             await self._load_reference(conn)
-        user_ids = sorted({r.user for r in requests})
-        users = {r["id"] for r in await conn.fetch("SELECT id FROM users WHERE id = ANY($1::bigint[])", user_ids)}
+        users = set(off["users"])
         bal = await lock_users(conn, user_ids)
         known = await self._known_orders(conn, requests)
         by_id = {k.id: k for k in known}
         by_coid = {(k.user_id, k.client_order_id): k for k in known if k.client_order_id is not None}
-        n_places = sum(isinstance(r, PlaceOrderRequest) for r in requests)
-        oids: list[int] = []
-        if n_places:
-            oids = [r[0] for r in await conn.fetch("SELECT nextval('order_ids') FROM generate_series(1, $1)", n_places)]
-        oid_iter = iter(oids)
+        oid_iter = iter(off["oids"])
         iid = int(off["last_iid"])
         first_iid = iid + 1
         orders: list[tuple[Any, ...]] = []
@@ -418,13 +446,11 @@ class IntakeConsumer:
         if cancels:
             await conn.copy_records_to_table("cancel_requests", records=cancels,
                                              columns=("shard", "iid", "market", "order_id", "user_id", "ts_ms"))
-        net = aggregate(deltas)
-        await copy_rows(conn, net_journal_rows(net, "intake", iid))
-        res.balances = await upsert_deltas(conn, net)
-        await conn.execute(
-            "UPDATE intake_offsets SET stream_id = $2, last_iid = $3, batch_first_iid = $4 WHERE shard = $1",
-            self.shard, last_id, iid, first_iid if iid >= first_iid else off["batch_first_iid"],
-        )
+        # journal (net change per user and asset), balances and the offset: one statement
+        res.balances = await upsert_journal_and(
+            conn, aggregate(deltas), "intake", iid,
+            ("UPDATE intake_offsets SET stream_id = $8, last_iid = $9, batch_first_iid = $10 WHERE shard = $7",),
+            (self.shard, last_id, iid, first_iid if iid >= first_iid else off["batch_first_iid"]))
         return res
 
     async def _known_orders(self, conn: asyncpg.Connection, requests: list[Request]) -> list[_Known]:

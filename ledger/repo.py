@@ -8,6 +8,7 @@ input order — so intake, settlement and deposit credits never deadlock each ot
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from ledger.arithmetic import Delta
@@ -65,5 +66,43 @@ async def upsert_deltas(
         RETURNING user_id, asset, available, frozen
         """,
         [k[0] for k in keys], [k[1] for k in keys], [net[k][0] for k in keys], [net[k][1] for k in keys],
+    )
+    return [(r["user_id"], r["asset"], int(r["available"]), int(r["frozen"])) for r in rows]
+
+
+async def upsert_journal_and(
+    conn: asyncpg.Connection, net: dict[BalanceKey, list[int]], kind: str, ref_id: int,
+    also: tuple[str, ...] = (), also_args: tuple[object, ...] = (),
+) -> list[tuple[int, str, int, int]]:
+    """`upsert_deltas` + the batch's journal rows (as `journal.net_journal_rows`: one per (user,
+    asset), same sorted order) + the `also` statements (the batch's other data-modifying
+    statements: offset update, order states; their parameters start at $7) in ONE statement,
+    so a consumer batch ends in one round trip. Balance rows are still upserted sorted (fixed
+    lock order); PostgreSQL runs every data-modifying CTE exactly once, to completion. Returns
+    the new (user, asset, available, frozen) of each touched row."""
+    ctes = "".join(f", also{i} AS ({sql})" for i, sql in enumerate(also))
+    if not net:
+        if also:
+            # alone, their parameters are $1...: shift them down by the six of the combined form
+            sql = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) - 6}", f"WITH {ctes[2:]} SELECT 1")
+            await conn.execute(sql, *also_args)
+        return []
+    keys = sorted(net)
+    rows = await conn.fetch(
+        f"""
+        WITH d AS MATERIALIZED (
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS d(u, a, av, fr)
+        ), j AS (
+            INSERT INTO balance_journal (user_id, asset, d_available, d_frozen, kind, ref_id)
+            SELECT u, a, av, fr, $5::text, $6::bigint FROM d
+        ){ctes}
+        INSERT INTO balances AS b (user_id, asset, available, frozen)
+        SELECT u, a, av, fr FROM d
+        ON CONFLICT (user_id, asset) DO UPDATE
+            SET available = b.available + EXCLUDED.available, frozen = b.frozen + EXCLUDED.frozen
+        RETURNING user_id, asset, available, frozen
+        """,
+        [k[0] for k in keys], [k[1] for k in keys], [net[k][0] for k in keys], [net[k][1] for k in keys],
+        kind, ref_id, *also_args,
     )
     return [(r["user_id"], r["asset"], int(r["available"]), int(r["frozen"])) for r in rows]

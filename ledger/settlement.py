@@ -25,11 +25,10 @@ import msgpack
 
 from ledger.arithmetic import Delta, OrderHold, release_deltas, settle_trade
 from ledger.errors import ArithmeticInvariantError
-from ledger.intake import stream_id_key
+from ledger.intake import publish_many, publish_script, stream_id_key
 from ledger.intake_protocol import encode_user_events, user_events_channel
-from ledger.journal import copy_rows, net_journal_rows
 from ledger.markets import Market
-from ledger.repo import aggregate, load_markets, upsert_deltas
+from ledger.repo import aggregate, load_markets, upsert_journal_and
 from matcher import keys
 from matcher.protocol import BATCH_FIELD, DoneReason, ProtocolError
 
@@ -111,6 +110,7 @@ class SettlementConsumer:
         self.last_id = "0-0"
         self.market: Market | None = None
         self._publishing: asyncio.Task[None] | None = None
+        self._publish_script = publish_script(redis)
 
     async def start(self) -> None:
         async with self.pool.acquire() as conn:
@@ -178,10 +178,8 @@ class SettlementConsumer:
         per_user = result.events
         for user, asset, available, frozen in result.balances:
             per_user[user].append({"type": "balance", "asset": asset, "available": available, "frozen": frozen})
-        pipe = self.redis.pipeline(transaction=False)
-        for user, evs in per_user.items():
-            pipe.publish(user_events_channel(user), encode_user_events(user, evs))
-        await pipe.execute()
+        await publish_many(self._publish_script, [(user_events_channel(user), encode_user_events(user, evs))
+                                        for user, evs in per_user.items()])
 
     async def process(self, conn: asyncpg.Connection, events: list[dict[str, Any]], last_id: str) -> SettleResult:
         """Apply one batch of events (wire rows, see `decode_event_rows`) inside the caller's transaction."""
@@ -283,22 +281,20 @@ class SettlementConsumer:
         if trades:
             await conn.copy_records_to_table("trades", records=trades, columns=TRADE_COLUMNS)
         dirty = sorted((o for o in orders.values() if o.dirty), key=lambda o: o.id)
+        # order states, journal (net change per user and asset), balances and the offset: one statement
+        also = ["UPDATE settlement_offsets SET stream_id = $8, last_seq = $9 WHERE market = $7"]
+        also_args: list[Any] = [self.symbol, last_id, fresh[-1]["seq"]]
         if dirty:
-            await conn.execute(
-                """
+            also.append("""
                 UPDATE orders o SET frozen_remaining = d.fr, filled_lots = d.fl, filled_quote = d.fq,
                        fee_paid = d.fee, state = d.st, done_reason = d.dr, updated_at = now()
-                FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[],
-                            $7::text[]) AS d(id, fr, fl, fq, fee, st, dr)
-                WHERE o.id = d.id
-                """,
-                [o.id for o in dirty], [o.frozen_remaining for o in dirty], [o.filled_lots for o in dirty],
-                [o.filled_quote for o in dirty], [o.fee_paid for o in dirty], [o.state for o in dirty],
-                [o.done_reason for o in dirty])
-        net = aggregate(deltas)
-        await copy_rows(conn, net_journal_rows(net, "settle", fresh[-1]["seq"]))
-        res.balances = await upsert_deltas(conn, net)
-        await conn.execute("UPDATE settlement_offsets SET stream_id = $2, last_seq = $3 WHERE market = $1",
-                           self.symbol, last_id, fresh[-1]["seq"])
+                FROM unnest($10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::text[],
+                            $16::text[]) AS d(id, fr, fl, fq, fee, st, dr)
+                WHERE o.id = d.id""")
+            also_args += [[o.id for o in dirty], [o.frozen_remaining for o in dirty], [o.filled_lots for o in dirty],
+                          [o.filled_quote for o in dirty], [o.fee_paid for o in dirty], [o.state for o in dirty],
+                          [o.done_reason for o in dirty]]
+        res.balances = await upsert_journal_and(conn, aggregate(deltas), "settle", fresh[-1]["seq"], tuple(also),
+                                                tuple(also_args))
         res.applied = len(fresh)
         return res
