@@ -1,6 +1,6 @@
 """`coffer up` in demo mode, as a newcomer runs it: local chains, the demo user's deposits
-credited through the watchers, an order placed over HTTP, depth served, then Ctrl-C leaves
-no process behind."""
+credited through the watchers, an order placed over HTTP, depth served, a BTC withdrawal
+hot-signed, broadcast, confirmed and settled, then Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_demo_stack_credits_deposits_and_trades_then_stops_cleanly() -> None:
         children = _descendants(proc.pid)
         assert len(children) >= 8
 
-        async def scenario() -> tuple[dict[str, str], dict[str, object], dict[str, object]]:
+        async def scenario() -> tuple[dict[str, str], dict[str, object], dict[str, object], dict[str, object]]:
             async with CofferClient(f"http://127.0.0.1:{trading_port}", creds["key_id"], creds["secret"]) as client:
                 deadline = time.monotonic() + 120
                 totals: dict[str, str] = {}
@@ -55,13 +55,25 @@ def test_demo_stack_credits_deposits_and_trades_then_stops_cleanly() -> None:
                     if depth["asks"]:
                         break
                     await asyncio.sleep(0.2)
-                return totals, order, depth
+                await client.call("POST", "/api/v1/withdrawals", json={
+                    "asset": "BTC", "address": "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", "amount": "0.01"})
+                withdrawal: dict[str, object] = {}
+                for _ in range(120):
+                    (withdrawal,) = await client.call("GET", "/api/v1/withdrawals")
+                    if withdrawal["status"] in ("settled", "released"):
+                        break
+                    await asyncio.sleep(0.5)
+                return totals, order, depth, withdrawal
 
-        totals, order, depth = asyncio.run(scenario())
+        totals, order, depth, withdrawal = asyncio.run(scenario())
         # The faucet paid 0.5 BTC, 5 ETH and 50,000 USDT to the demo user's deposit addresses.
         assert totals == {"BTC": "0.50000000", "ETH": "5.000000000", "USDT": "50000.000000"}, totals
         assert order["status"] == "open"
         assert depth["asks"] == [["31000.0", "0.01000"]], depth
+        # Within the demo hot policy: signed by the hot signer, confirmed on the regtest chain.
+        assert withdrawal["status"] == "settled", withdrawal
+        assert withdrawal["held"] == "0.01010000"
+        assert isinstance(withdrawal["txid"], str) and len(withdrawal["txid"]) == 64
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=90)
