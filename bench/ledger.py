@@ -36,13 +36,14 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
     from ledger.demo import seed_demo
     from ledger.intake import IntakeConsumer
     from ledger.intake_protocol import BATCH_FIELD, PlaceOrderRequest, encode_requests, intake_stream
+    from ledger.service import keep_session
     from ledger.settlement import SettlementConsumer
     from matcher import keys
     from matcher.engine import Engine
     from matcher.protocol import BATCH_FIELD as MATCH_FIELD
     from matcher.protocol import Event, decode_commands, encode_batch
 
-    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=4)
+    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=4, reset=keep_session)
     redis = Redis.from_url(redis_url)
     try:
         async with pool.acquire() as conn, conn.transaction():

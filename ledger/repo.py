@@ -39,13 +39,15 @@ async def lock_users(conn: asyncpg.Connection, user_ids: list[int]) -> dict[Bala
 def aggregate(deltas: list[Delta]) -> dict[BalanceKey, list[int]]:
     """Sum deltas per (user, asset), dropping pairs whose net change is zero."""
     acc: dict[BalanceKey, list[int]] = {}
-    for d in deltas:
-        cur = acc.get((d.user_id, d.asset))
+    get = acc.get
+    for user, asset, d_available, d_frozen in deltas:  # Delta is a NamedTuple: unpacking is cheap
+        key = (user, asset)
+        cur = get(key)
         if cur is None:
-            acc[(d.user_id, d.asset)] = [d.d_available, d.d_frozen]
+            acc[key] = [d_available, d_frozen]
         else:
-            cur[0] += d.d_available
-            cur[1] += d.d_frozen
+            cur[0] += d_available
+            cur[1] += d_frozen
     return {k: v for k, v in acc.items() if v[0] or v[1]}
 
 

@@ -41,6 +41,14 @@ async def _withdrawal_processor(pool: object, stop: asyncio.Event) -> None:
             delay_s = min(delay_s * 2, 30.0)
 
 
+async def keep_session(conn: object) -> None:
+    """Pool `reset`: nothing beyond asyncpg's own (an open transaction is rolled back). Nothing on
+    this pool sets session state, LISTENs or takes session-level advisory locks (only
+    `pg_advisory_xact_lock`), so the default reset query (`pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL`) would only cost every consumer batch one more round trip."""
+    return None
+
+
 async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int = 5000,
                      with_withdrawals: bool = True) -> None:
     import asyncpg
@@ -55,7 +63,8 @@ async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int
     finally:
         await conn.close()
     # one connection per consumer (each holds at most one at a time) and two spare
-    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=settings.intake_shards + len(markets) + 4)
+    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=settings.intake_shards + len(markets) + 4,
+                                     reset=keep_session)
     redis = Redis.from_url(redis_url)
     try:
         intakes = [IntakeConsumer(pool, redis, shard=k, batch_size=batch_size)

@@ -60,8 +60,12 @@ def decode_event_rows(raw: bytes) -> list[dict[str, Any]]:
         raise ProtocolError(f"not a msgpack batch: {exc}") from exc
     if not isinstance(rows, list):
         raise ProtocolError("batch is not a list")
+    fields = _FIELDS
     for row in rows:
-        need = _FIELDS.get(str(row.get("e"))) if isinstance(row, dict) else None
+        try:
+            need = fields.get(row["e"]) if type(row) is dict else None
+        except (KeyError, TypeError):  # no kind, or an unhashable one
+            need = None
         if need is None or not need <= row.keys():
             raise ProtocolError(f"unknown or incomplete event {row!r:.80}")
         if row["e"] == "done" and row["reason"] not in FINAL_STATE:
@@ -69,7 +73,7 @@ def decode_event_rows(raw: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-@dataclass
+@dataclass(slots=True)
 class _Order:
     id: int
     user_id: int
@@ -218,9 +222,8 @@ class SettlementConsumer:
             "SELECT id, user_id, side, type, price_ticks, frozen_asset, frozen_remaining, filled_lots, filled_quote, "
             "fee_paid, state, done_reason FROM orders WHERE id = ANY($1::bigint[]) AND market = $2",
             list(oids), self.symbol)
-        orders = {r["id"]: _Order(r["id"], r["user_id"], r["side"], r["type"], r["price_ticks"], r["frozen_asset"],
-                                  int(r["frozen_remaining"]), int(r["filled_lots"]), int(r["filled_quote"]),
-                                  int(r["fee_paid"]), r["state"], r["done_reason"]) for r in rows}
+        # the columns above are _Order's fields in order (bigint columns arrive as int)
+        orders = {r[0]: _Order(*r) for r in rows}
         missing = oids - orders.keys()
         if missing:
             raise ArithmeticInvariantError(f"engine events for orders the ledger does not know: {sorted(missing)[:5]}")
