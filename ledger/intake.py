@@ -39,7 +39,7 @@ from ledger.intake_protocol import (
     user_events_channel,
 )
 from ledger.markets import Market, decimal_to_units, price_to_ticks, qty_to_lots, quote_to_funds
-from ledger.repo import aggregate, load_markets, lock_users, upsert_journal_and
+from ledger.repo import aggregate, insert_rows, load_markets, lock_known_users, upsert_journal_and
 from matcher import keys
 from matcher.protocol import BATCH_FIELD as MATCH_FIELD
 from matcher.protocol import CancelOrder, Command, PlaceOrder
@@ -55,6 +55,10 @@ ORDER_COLUMNS = (
     "id", "user_id", "market", "client_order_id", "side", "type", "tif", "post_only", "stp", "price_ticks",
     "qty_lots", "funds_notional", "frozen_asset", "frozen_total", "frozen_remaining", "state", "shard", "iid", "ts_ms",
 )
+ORDER_TYPES = ("bigint", "bigint", "text", "text", "text", "text", "text", "boolean", "text", "bigint", "bigint",
+               "bigint", "text", "bigint", "bigint", "text", "int", "bigint", "bigint")
+CANCEL_COLUMNS = ("shard", "iid", "market", "order_id", "user_id", "ts_ms")
+CANCEL_TYPES = ("int", "bigint", "text", "bigint", "bigint", "bigint")
 LIVE_STATES = ("pending", "open")
 NEGATIVE_REASON = "a balance of this user is negative after a deposit reversal; cover it before trading or withdrawing"
 
@@ -248,8 +252,8 @@ class IntakeConsumer:
             result = await self.process(conn, requests, last_id)
         self.last_id = last_id
         if not result.skipped:
-            await self._forward(result.forwards)
-            await self._publish(result)
+            # the engine's input and the API's replies go out side by side (two connections)
+            await asyncio.gather(self._forward(result.forwards), self._publish(result))
         return len(entries)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -316,22 +320,20 @@ class IntakeConsumer:
         res = BatchResult()
         user_ids = sorted({r.user for r in requests})
         n_places = sum(isinstance(r, PlaceOrderRequest) for r in requests)
-        # one round trip: lock the offset row, the known users, the order ids the batch may use
-        # (ids a skipped or rejected batch draws are gaps, as after any rollback)
+        # one round trip: lock the offset row, draw the order ids the batch may use (ids a skipped
+        # or rejected batch draws are gaps, as after any rollback)
         off = await conn.fetchrow(
             "SELECT o.stream_id, o.last_iid, o.batch_first_iid, "
-            "ARRAY(SELECT id FROM users WHERE id = ANY($2::bigint[])) AS users, "
-            "ARRAY(SELECT nextval('order_ids') FROM generate_series(1, $3)) AS oids "
+            "ARRAY(SELECT nextval('order_ids') FROM generate_series(1, $2)) AS oids "
             "FROM intake_offsets o WHERE o.shard = $1 FOR UPDATE OF o",
-            self.shard, user_ids, n_places)
+            self.shard, n_places)
         assert off is not None
         if stream_id_key(off["stream_id"]) >= stream_id_key(last_id):
             res.skipped = True  # another run committed this batch already
             return res
         if any(isinstance(r, PlaceOrderRequest) and r.market not in self.markets for r in requests):
             await self._load_reference(conn)
-        users = set(off["users"])
-        bal = await lock_users(conn, user_ids)
+        users, bal = await lock_known_users(conn, user_ids)  # read after the offset lock is held
         known = await self._known_orders(conn, requests)
         by_id = {k.id: k for k in known}
         by_coid = {(k.user_id, k.client_order_id): k for k in known if k.client_order_id is not None}
@@ -441,16 +443,13 @@ class IntakeConsumer:
                 res.replies.append((r.reply_to, Reply(r.rid, True, "cancel_all", "cancel_pending", canceled=len(live))))
             elif isinstance(r, WithdrawRequest):
                 await self._withdraw(conn, r, res, bal, negative, reject, apply)
-        if orders:
-            await conn.copy_records_to_table("orders", records=orders, columns=ORDER_COLUMNS)
-        if cancels:
-            await conn.copy_records_to_table("cancel_requests", records=cancels,
-                                             columns=("shard", "iid", "market", "order_id", "user_id", "ts_ms"))
-        # journal (net change per user and asset), balances and the offset: one statement
-        res.balances = await upsert_journal_and(
-            conn, aggregate(deltas), "intake", iid,
-            ("UPDATE intake_offsets SET stream_id = $8, last_iid = $9, batch_first_iid = $10 WHERE shard = $7",),
-            (self.shard, last_id, iid, first_iid if iid >= first_iid else off["batch_first_iid"]))
+        # orders, cancels, journal (net change per user and asset), balances and the offset: one
+        # statement for a small batch (big ones COPY orders and cancels first)
+        also = ["UPDATE intake_offsets SET stream_id = $8, last_iid = $9, batch_first_iid = $10 WHERE shard = $7"]
+        also_args: list[Any] = [self.shard, last_id, iid, first_iid if iid >= first_iid else off["batch_first_iid"]]
+        await insert_rows(conn, "orders", ORDER_COLUMNS, ORDER_TYPES, orders, also, also_args)
+        await insert_rows(conn, "cancel_requests", CANCEL_COLUMNS, CANCEL_TYPES, cancels, also, also_args)
+        res.balances = await upsert_journal_and(conn, aggregate(deltas), "intake", iid, tuple(also), tuple(also_args))
         return res
 
     async def _known_orders(self, conn: asyncpg.Connection, requests: list[Request]) -> list[_Known]:

@@ -9,7 +9,8 @@ input order — so intake, settlement and deposit credits never deadlock each ot
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ledger.arithmetic import Delta
 from ledger.markets import MARKET_COLUMNS, Market
@@ -108,3 +109,54 @@ async def upsert_journal_and(
         kind, ref_id, *also_args,
     )
     return [(r["user_id"], r["asset"], int(r["available"]), int(r["frozen"])) for r in rows]
+
+
+# A batch with at most this many rows for a table inserts them inside the batch's final
+# statement (INSERT ... SELECT FROM unnest, no round trip of its own); a bigger one uses COPY
+# (two round trips, but the fastest per row).
+INLINE_ROWS = 1000
+
+
+async def insert_rows(
+    conn: asyncpg.Connection, table: str, columns: tuple[str, ...], types: tuple[str, ...],
+    rows: Sequence[tuple[object, ...]], also: list[str], also_args: list[Any],
+) -> None:
+    """Insert `rows` into `table`: COPY now when they are many, else append an
+    `INSERT ... SELECT FROM unnest(...)` to `also` / `also_args` (the statements that
+    `upsert_journal_and` runs with the batch's balances; parameters numbered from $7)."""
+    if not rows:
+        return
+    if len(rows) > INLINE_ROWS:
+        await conn.copy_records_to_table(table, records=rows, columns=columns)
+        return
+    first = 7 + len(also_args)
+    arrays = ", ".join(f"${first + i}::{t}[]" for i, t in enumerate(types))
+    also.append(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})")
+    also_args.extend(list(col) for col in zip(*rows, strict=True))
+
+
+async def lock_known_users(
+    conn: asyncpg.Connection, user_ids: list[int]
+) -> tuple[set[int], dict[BalanceKey, list[int]]]:
+    """`lock_users` and which of `user_ids` exist, in one round trip: returns
+    (existing user ids, {(user, asset): [available, frozen]} of the locked rows)."""
+    rows = await conn.fetch(
+        """
+        WITH b AS (
+            SELECT user_id, asset, available, frozen FROM balances WHERE user_id = ANY($1::bigint[])
+            ORDER BY user_id, asset FOR UPDATE
+        )
+        SELECT user_id, asset, available, frozen FROM b
+        UNION ALL
+        SELECT id, NULL, NULL, NULL FROM users WHERE id = ANY($1::bigint[])
+        """,
+        user_ids,
+    )
+    users: set[int] = set()
+    bal: dict[BalanceKey, list[int]] = {}
+    for user, asset, available, frozen in rows:
+        if asset is None:
+            users.add(user)
+        else:
+            bal[(user, asset)] = [int(available), int(frozen)]
+    return users, bal

@@ -28,7 +28,7 @@ from ledger.errors import ArithmeticInvariantError
 from ledger.intake import publish_many, publish_script, stream_id_key
 from ledger.intake_protocol import encode_user_events, user_events_channel
 from ledger.markets import Market
-from ledger.repo import aggregate, load_markets, upsert_journal_and
+from ledger.repo import aggregate, insert_rows, load_markets, upsert_journal_and
 from matcher import keys
 from matcher.protocol import BATCH_FIELD, DoneReason, ProtocolError
 
@@ -40,6 +40,7 @@ log = logging.getLogger("ledger.settlement")
 
 TRADE_COLUMNS = ("market", "seq", "buy_order", "sell_order", "buyer", "seller", "taker_side", "price_ticks", "qty_lots",
                  "base_amount", "quote_amount", "buyer_fee", "seller_fee", "ts_ms")
+TRADE_TYPES = ("text",) + ("bigint",) * 5 + ("text",) + ("bigint",) * 7
 FINAL_STATE = {DoneReason.FILLED.value: "filled", DoneReason.CANCELED.value: "canceled",
                DoneReason.EXPIRED.value: "expired", DoneReason.REJECTED.value: "rejected"}
 _FIELDS = {
@@ -281,19 +282,19 @@ class SettlementConsumer:
             else:  # cancel_reject
                 events_of[e["user"]].append({"type": "cancel_rejected", "market": symbol, "order_id": e["oid"],
                                              "reason": e["reason"], "ts_ms": e["ts_ms"]})
-        if trades:
-            await conn.copy_records_to_table("trades", records=trades, columns=TRADE_COLUMNS)
         dirty = sorted((o for o in orders.values() if o.dirty), key=lambda o: o.id)
         # order states, journal (net change per user and asset), balances and the offset: one statement
         also = ["UPDATE settlement_offsets SET stream_id = $8, last_seq = $9 WHERE market = $7"]
         also_args: list[Any] = [self.symbol, last_id, fresh[-1]["seq"]]
+        await insert_rows(conn, "trades", TRADE_COLUMNS, TRADE_TYPES, trades, also, also_args)
         if dirty:
-            also.append("""
-                UPDATE orders o SET frozen_remaining = d.fr, filled_lots = d.fl, filled_quote = d.fq,
-                       fee_paid = d.fee, state = d.st, done_reason = d.dr, updated_at = now()
-                FROM unnest($10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::text[],
-                            $16::text[]) AS d(id, fr, fl, fq, fee, st, dr)
-                WHERE o.id = d.id""")
+            p = [f"${7 + len(also_args) + i}" for i in range(7)]
+            also.append(
+                "UPDATE orders o SET frozen_remaining = d.fr, filled_lots = d.fl, filled_quote = d.fq, "
+                "fee_paid = d.fee, state = d.st, done_reason = d.dr, updated_at = now() "
+                f"FROM unnest({p[0]}::bigint[], {p[1]}::bigint[], {p[2]}::bigint[], {p[3]}::bigint[], "
+                f"{p[4]}::bigint[], {p[5]}::text[], {p[6]}::text[]) AS d(id, fr, fl, fq, fee, st, dr) "
+                "WHERE o.id = d.id")
             also_args += [[o.id for o in dirty], [o.frozen_remaining for o in dirty], [o.filled_lots for o in dirty],
                           [o.filled_quote for o in dirty], [o.fee_paid for o in dirty], [o.state for o in dirty],
                           [o.done_reason for o in dirty]]
