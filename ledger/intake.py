@@ -137,6 +137,43 @@ async def publish_many(script: AsyncScript, messages: list[tuple[str, bytes]]) -
         await script(keys=[], args=args)
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class ReadAhead:
+    """At most one read of a consumer's NEXT batch in flight, started when a batch's transaction
+    starts, so reading and decoding overlap the database's work. Its result is used only if the
+    consumer's offset is then exactly where the read started (the batch committed); anything
+    else (an error, a restart, a skipped batch's reload) drops it, and an empty result is not
+    trusted either (the caller reads again, blocking as it asked)."""
+
+    def __init__(self) -> None:
+        self._from = ""
+        self._task: asyncio.Task[Any] | None = None
+
+    def start(self, from_id: str, coro: Any) -> None:
+        self.drop()
+        self._from, self._task = from_id, asyncio.ensure_future(coro)
+        self._task.add_done_callback(_retrieve)  # an unused failed read is not logged at exit
+
+    def drop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+
+    async def take(self, from_id: str) -> Any:
+        task, self._task = self._task, None
+        if task is None:
+            return None
+        if self._from != from_id:
+            self._task = task
+            self.drop()
+            return None
+        return await task
+
+
 def stream_id_key(sid: str) -> tuple[int, int]:
     ms, _, seq = sid.partition("-")
     return int(ms), int(seq or 0)
@@ -155,6 +192,7 @@ class IntakeConsumer:
         self.errors = 0  # recovered failures since start (tests assert on it)
         self._publishing: asyncio.Task[None] | None = None
         self._publish_script = publish_script(redis)
+        self._ahead = ReadAhead()
         self.stream = intake_stream(shard)
         self.last_id = "0-0"
         self.markets: dict[str, Market] = {}
@@ -164,6 +202,7 @@ class IntakeConsumer:
 
     async def start(self) -> None:
         """Load offset, markets and assets; re-send the last batch; re-forward above watermarks."""
+        self._ahead.drop()
         async with self.pool.acquire() as conn:
             await conn.execute("INSERT INTO intake_offsets (shard) VALUES ($1) ON CONFLICT DO NOTHING", self.shard)
             row = await conn.fetchrow("SELECT * FROM intake_offsets WHERE shard = $1", self.shard)
@@ -234,10 +273,28 @@ class IntakeConsumer:
     async def step(self, block_ms: int | None = None) -> int:
         """Read one batch, process it in one transaction, forward, reply. Returns entries read."""
         block = self.block_ms if block_ms is None else block_ms  # <= 0: do not wait (never BLOCK 0)
-        resp: Any = await self.redis.xread({self.stream: self.last_id}, count=self.batch_size,
-                                           block=block if block > 0 else None)
-        if not resp:
+        batch = await self._ahead.take(self.last_id) or await self._fetch(self.last_id, block if block > 0 else None)
+        if not batch:
             return 0
+        n_entries, last_id, requests = batch
+        self._ahead.start(last_id, self._fetch(last_id, None))  # the next batch, while this one commits
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                result = await self.process(conn, requests, last_id)
+        except BaseException:
+            self._ahead.drop()
+            raise
+        self.last_id = last_id
+        if not result.skipped:
+            # the engine's input and the API's replies go out side by side (two connections)
+            await asyncio.gather(self._forward(result.forwards), self._publish(result))
+        return n_entries
+
+    async def _fetch(self, from_id: str, block: int | None) -> tuple[int, str, list[Request]] | None:
+        """XREAD the entries after `from_id` and decode them: (entries, last entry id, requests)."""
+        resp: Any = await self.redis.xread({self.stream: from_id}, count=self.batch_size, block=block)
+        if not resp:
+            return None
         entries: list[tuple[bytes, dict[bytes, bytes]]] = resp[0][1]
         requests: list[Request] = []
         for _eid, fields in entries:
@@ -247,14 +304,7 @@ class IntakeConsumer:
                 else:
                     requests.append(item)
         last = entries[-1][0]
-        last_id = last.decode() if isinstance(last, bytes) else str(last)
-        async with self.pool.acquire() as conn, conn.transaction():
-            result = await self.process(conn, requests, last_id)
-        self.last_id = last_id
-        if not result.skipped:
-            # the engine's input and the API's replies go out side by side (two connections)
-            await asyncio.gather(self._forward(result.forwards), self._publish(result))
-        return len(entries)
+        return len(entries), last.decode() if isinstance(last, bytes) else str(last), requests
 
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set; on any error back off, reload state from PostgreSQL and
@@ -269,6 +319,7 @@ class IntakeConsumer:
                 await self.step()
                 backoff = 0.2
             except asyncio.CancelledError:
+                self._ahead.drop()
                 await self.flush_events()
                 raise
             except Exception as exc:
@@ -278,6 +329,7 @@ class IntakeConsumer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
+        self._ahead.drop()
         await self.flush_events()
 
     async def _forward(self, forwards: dict[str, list[Command]]) -> None:

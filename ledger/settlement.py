@@ -25,7 +25,7 @@ import msgpack
 
 from ledger.arithmetic import Delta, OrderHold, release_deltas, settle_trade
 from ledger.errors import ArithmeticInvariantError
-from ledger.intake import publish_many, publish_script, stream_id_key
+from ledger.intake import ReadAhead, publish_many, publish_script, stream_id_key
 from ledger.intake_protocol import encode_user_events, user_events_channel
 from ledger.markets import Market
 from ledger.repo import aggregate, insert_rows, load_markets, upsert_journal_and
@@ -116,8 +116,10 @@ class SettlementConsumer:
         self.market: Market | None = None
         self._publishing: asyncio.Task[None] | None = None
         self._publish_script = publish_script(redis)
+        self._ahead = ReadAhead()
 
     async def start(self) -> None:
+        self._ahead.drop()
         async with self.pool.acquire() as conn:
             await conn.execute("INSERT INTO settlement_offsets (market) VALUES ($1) ON CONFLICT DO NOTHING",
                                self.symbol)
@@ -127,18 +129,17 @@ class SettlementConsumer:
 
     async def step(self, block_ms: int | None = None) -> int:
         block = self.block_ms if block_ms is None else block_ms  # <= 0: do not wait (never BLOCK 0)
-        resp: Any = await self.redis.xread({self.stream: self.last_id}, count=self.batch_size,
-                                           block=block if block > 0 else None)
-        if not resp:
+        batch = await self._ahead.take(self.last_id) or await self._fetch(self.last_id, block if block > 0 else None)
+        if not batch:
             return 0
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = resp[0][1]
-        events: list[dict[str, Any]] = []
-        for _eid, fields in entries:
-            events.extend(decode_event_rows(fields[BATCH_FIELD]))
-        last = entries[-1][0]
-        last_id = last.decode() if isinstance(last, bytes) else str(last)
-        async with self.pool.acquire() as conn, conn.transaction():
-            result = await self.process(conn, events, last_id)
+        n_entries, last_id, events = batch
+        self._ahead.start(last_id, self._fetch(last_id, None))  # the next batch, while this one commits
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                result = await self.process(conn, events, last_id)
+        except BaseException:
+            self._ahead.drop()
+            raise
         self.last_id = last_id
         if self.publish_events and result.applied:
             # User events are best effort (pub/sub is at-most-once): publish in the background,
@@ -146,7 +147,19 @@ class SettlementConsumer:
             # stay in order.
             await self.flush_events()
             self._publishing = asyncio.create_task(self._publish(result))
-        return len(entries)
+        return n_entries
+
+    async def _fetch(self, from_id: str, block: int | None) -> tuple[int, str, list[dict[str, Any]]] | None:
+        """XREAD the entries after `from_id` and decode them: (entries, last entry id, events)."""
+        resp: Any = await self.redis.xread({self.stream: from_id}, count=self.batch_size, block=block)
+        if not resp:
+            return None
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = resp[0][1]
+        events: list[dict[str, Any]] = []
+        for _eid, fields in entries:
+            events.extend(decode_event_rows(fields[BATCH_FIELD]))
+        last = entries[-1][0]
+        return len(entries), last.decode() if isinstance(last, bytes) else str(last), events
 
     async def flush_events(self) -> None:
         """Wait for the user events of the previous batch to be published (errors are logged)."""
@@ -168,6 +181,7 @@ class SettlementConsumer:
                 await self.step()
                 backoff = 0.2
             except asyncio.CancelledError:
+                self._ahead.drop()
                 await self.flush_events()
                 raise
             except Exception as exc:
@@ -177,6 +191,7 @@ class SettlementConsumer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
+        self._ahead.drop()
         await self.flush_events()
 
     async def _publish(self, result: SettleResult) -> None:
