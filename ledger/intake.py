@@ -143,8 +143,10 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 class ReadAhead:
-    """At most one read of a consumer's NEXT batch in flight, started when a batch's transaction
-    starts, so reading and decoding overlap the database's work. Its result is used only if the
+    """At most one read of a consumer's NEXT batch in flight, started when a full batch's
+    transaction starts (the consumer is behind), so reading and decoding overlap the database's
+    work; a consumer that keeps up does not read ahead (an extra read per small batch cost the
+    order path latency). Its result is used only if the
     consumer's offset is then exactly where the read started (the batch committed); anything
     else (an error, a restart, a skipped batch's reload) drops it, and an empty result is not
     trusted either (the caller reads again, blocking as it asked)."""
@@ -277,7 +279,8 @@ class IntakeConsumer:
         if not batch:
             return 0
         n_entries, last_id, requests = batch
-        self._ahead.start(last_id, self._fetch(last_id, None))  # the next batch, while this one commits
+        if n_entries >= self.batch_size:  # behind: read the next batch while this one commits
+            self._ahead.start(last_id, self._fetch(last_id, None))
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 result = await self.process(conn, requests, last_id)

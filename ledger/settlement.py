@@ -133,7 +133,8 @@ class SettlementConsumer:
         if not batch:
             return 0
         n_entries, last_id, events = batch
-        self._ahead.start(last_id, self._fetch(last_id, None))  # the next batch, while this one commits
+        if n_entries >= self.batch_size:  # behind: read the next batch while this one commits
+            self._ahead.start(last_id, self._fetch(last_id, None))
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 result = await self.process(conn, events, last_id)
