@@ -39,6 +39,7 @@ from ledger.intake_protocol import (
     user_events_channel,
 )
 from ledger.markets import Market, decimal_to_units, price_to_ticks, qty_to_lots, quote_to_funds
+from ledger.recovery import refeed_lost_prefixes
 from ledger.repo import aggregate, insert_rows, load_markets, lock_known_users, upsert_journal_and
 from matcher import keys
 from matcher.protocol import BATCH_FIELD as MATCH_FIELD
@@ -211,6 +212,9 @@ class IntakeConsumer:
             await self._load_reference(conn)
         assert row is not None
         self.last_id = row["stream_id"]
+        # before forwarding anything: if Redis lost engine output that settlement applied, put the
+        # commands behind it back in their original order (ledger/recovery.py)
+        await refeed_lost_prefixes(self.pool, self.redis, self.markets)
         if row["last_iid"] >= row["batch_first_iid"]:
             await self.resend_range(row["batch_first_iid"], row["last_iid"])
         await self.reforward_above_watermarks()

@@ -28,6 +28,7 @@ from ledger.errors import ArithmeticInvariantError
 from ledger.intake import ReadAhead, publish_many, publish_script, stream_id_key
 from ledger.intake_protocol import encode_user_events, user_events_channel
 from ledger.markets import Market
+from ledger.recovery import CommandLog
 from ledger.repo import aggregate, insert_rows, load_markets, upsert_journal_and
 from matcher import keys
 from matcher.protocol import BATCH_FIELD, DoneReason, ProtocolError
@@ -117,6 +118,7 @@ class SettlementConsumer:
         self._publishing: asyncio.Task[None] | None = None
         self._publish_script = publish_script(redis)
         self._ahead = ReadAhead()
+        self._commands = CommandLog(market)  # recovery record (ledger/recovery.py)
 
     async def start(self) -> None:
         self._ahead.drop()
@@ -126,6 +128,7 @@ class SettlementConsumer:
             self.last_id = await conn.fetchval("SELECT stream_id FROM settlement_offsets WHERE market = $1",
                                                self.symbol)
             self.market = (await load_markets(conn))[self.symbol]
+            await self._commands.load(conn)
 
     async def step(self, block_ms: int | None = None) -> int:
         block = self.block_ms if block_ms is None else block_ms  # <= 0: do not wait (never BLOCK 0)
@@ -244,6 +247,7 @@ class SettlementConsumer:
         missing = oids - orders.keys()
         if missing:
             raise ArithmeticInvariantError(f"engine events for orders the ledger does not know: {sorted(missing)[:5]}")
+        command_rows = self._commands.segment(fresh, lambda oid: orders[oid].state)  # before states change
         trades: list[tuple[Any, ...]] = []
         deltas: list[Delta] = []
         symbol, base, quote = self.symbol, m.base, m.quote
@@ -314,6 +318,9 @@ class SettlementConsumer:
             also_args += [[o.id for o in dirty], [o.frozen_remaining for o in dirty], [o.filled_lots for o in dirty],
                           [o.filled_quote for o in dirty], [o.fee_paid for o in dirty], [o.state for o in dirty],
                           [o.done_reason for o in dirty]]
+        command_sql, command_args = self._commands.statement(command_rows, 7 + len(also_args))
+        also.append(command_sql)
+        also_args += command_args
         res.balances = await upsert_journal_and(conn, aggregate(deltas), "settle", fresh[-1]["seq"], tuple(also),
                                                 tuple(also_args))
         res.applied = len(fresh)

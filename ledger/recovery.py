@@ -1,0 +1,212 @@
+"""Recovery of the engine's input order after Redis lost output that settlement had applied.
+
+The engine is deterministic in the ORDER of `match:in{M}`. Redis with `appendfsync everysec`
+can come back from its AOF holding a consistent prefix that ends before events settlement
+already applied: the engine checkpoint says seq C, PostgreSQL says settled seq S > C. The
+intake shards each re-forward their own backlog, independently, so the cross-shard order of
+the commands behind C+1..S would differ from the original and the regenerated events would
+differ from the settled ones (settlement skips them by seq: nothing doubles, but ledger and
+book diverge).
+
+Every command yields at least one event and a command's events are contiguous, so the
+commands behind C+1..S are the first ones after the checkpoint, in the order of the first seq
+each produced. Two halves:
+
+- `CommandLog` (settlement consumer of M): segments each settled batch into commands and
+  records, in the batch's own transaction, `settled_commands(market, first_seq, is_cancel,
+  oid)` (one extra data-modifying CTE in the batch's single statement, no extra round trip).
+- `refeed_lost_prefixes` (every intake consumer, at (re)start, BEFORE it forwards anything):
+  per market, reads S (PostgreSQL) then the checkpoint (Redis). S > C happens only when Redis
+  lost data (the checkpoint is written with the events it describes, so settlement can never
+  read past it otherwise; reading S first rules out a false positive from a race). Then it
+  XADDs the commands with first_seq in (C, S], rebuilt exactly as they were forwarded (the
+  original qty, the original shard/iid), in first_seq order. Whatever else is in or comes to
+  `match:in{M}` is harmless: commands still in `match:in` after the checkpoint are the
+  original prefix (the AOF cut is a prefix) and the refed copies of them are dropped by the
+  engine's per-shard watermark, as are the intake's own re-forwards that follow; several
+  intake consumers refeeding concurrently also only produce duplicates the watermark drops,
+  because each feed is the same total order and iids grow along it per shard.
+
+A cancel's intake id is not in the events: it is resolved at recovery time as the first
+cancel request of that order whose iid is above the shard's watermark so far (starting from
+the checkpoint's `wm:<shard>`, advanced by each command in turn), which is the one the
+engine took, since the engine takes each shard's commands in iid order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from matcher import keys
+from matcher.protocol import BATCH_FIELD, CancelOrder, Command, PlaceOrder, encode_batch
+
+if TYPE_CHECKING:
+    import asyncpg
+    from redis.asyncio import Redis
+
+log = logging.getLogger("ledger.recovery")
+
+STP_DETAIL = "self-trade prevention"
+_FEED_CHUNK = 5000
+
+CommandRow = tuple[int, bool, int | None]  # (first_seq, is_cancel, oid)
+
+
+class CommandLog:
+    """The settlement side: which command each settled event run came from.
+
+    Within a place command of taker T every event is a trade with taker T, a done of a maker
+    (filled, or canceled by self-trade prevention), and the last one is T's own `open` or
+    `done`. A cancel command is one event: `done` canceled with no detail, or `cancel_reject`.
+    The only ambiguous first event is a `done` canceled by self-trade prevention: a maker's
+    (the order was resting: the command goes on until its taker's last event) or the taker's
+    own (cancel_taker before any fill: a one-event command). A command can span settlement
+    batches (an engine commit of more than `out_chunk` events), so the command in progress is
+    kept here and reloaded from the table at start."""
+
+    def __init__(self, market: str) -> None:
+        self.market = market
+        self.taker: int | None = None  # the place command in progress
+        self.open_start: int | None = None  # a command begun by a maker's STP cancel, taker unknown
+
+    async def load(self, conn: asyncpg.Connection) -> None:
+        row = await conn.fetchrow(
+            "SELECT c.first_seq, c.is_cancel, c.oid, o.state FROM settled_commands c "
+            "LEFT JOIN orders o ON o.id = c.oid WHERE c.market = $1 ORDER BY c.first_seq DESC LIMIT 1", self.market)
+        self.taker = self.open_start = None
+        if row is None:
+            return
+        if row["oid"] is None:
+            self.open_start = int(row["first_seq"])
+        elif not row["is_cancel"] and row["state"] == "pending":
+            self.taker = int(row["oid"])
+
+    def segment(self, fresh: list[dict[str, Any]], state_of: Callable[[int], str]) -> list[CommandRow]:
+        """The commands starting in `fresh` (events in seq order, none applied yet); `state_of(oid)`
+        is an order's state before the batch."""
+        rows: list[CommandRow] = []
+        opened: set[int] = set()
+        finished: set[int] = set()
+
+        def resting(oid: int) -> bool:
+            return oid not in finished and (oid in opened or state_of(oid) == "open")
+
+        for e in fresh:
+            kind = e["e"]
+            if self.taker is not None:
+                if (kind == "open" or kind == "done") and e["oid"] == self.taker:
+                    self.taker = None
+            elif self.open_start is not None:
+                if kind == "trade":
+                    self.taker = e["taker"]
+                    rows.append((self.open_start, False, e["taker"]))
+                    self.open_start = None
+                elif kind == "open" or (kind == "done" and not resting(e["oid"])):
+                    rows.append((self.open_start, False, e["oid"]))
+                    self.open_start = None
+                # else: one more resting maker canceled by self-trade prevention
+            else:
+                seq = e["seq"]
+                if kind == "trade":
+                    self.taker = e["taker"]
+                    rows.append((seq, False, e["taker"]))
+                elif kind == "open":
+                    rows.append((seq, False, e["oid"]))
+                elif kind == "cancel_reject" or (e["reason"] == "canceled" and not e["detail"]):
+                    rows.append((seq, True, e["oid"]))  # a cancel command
+                elif e["reason"] == "canceled" and e["detail"] == STP_DETAIL and resting(e["oid"]):
+                    self.open_start = seq
+                else:
+                    rows.append((seq, False, e["oid"]))
+            if kind == "open":
+                opened.add(e["oid"])
+                finished.discard(e["oid"])
+            elif kind == "done":
+                finished.add(e["oid"])
+                opened.discard(e["oid"])
+        if self.open_start is not None:
+            rows.append((self.open_start, False, None))  # filled in by the batch that names the taker
+        return rows
+
+    def statement(self, rows: list[CommandRow], first_param: int) -> tuple[str, list[Any]]:
+        """A data-modifying statement (for `repo.upsert_journal_and`'s `also`) recording `rows`
+        (from `segment`); its parameters are numbered from `first_param`."""
+        p = first_param
+        sql = (f"INSERT INTO settled_commands (market, first_seq, is_cancel, oid) "
+               f"SELECT ${p}::text, s, c, o FROM unnest(${p + 1}::bigint[], ${p + 2}::boolean[], ${p + 3}::bigint[]) "
+               f"AS t(s, c, o) ON CONFLICT (market, first_seq) DO UPDATE SET oid = EXCLUDED.oid")
+        return sql, [self.market, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]]
+
+
+async def lost_commands(conn: asyncpg.Connection, market: str, ck_seq: int, settled: int,
+                        wm: dict[int, int]) -> list[Command]:
+    """The commands behind settled seqs (ck_seq, settled], exactly as first forwarded, in order."""
+    rows = await conn.fetch(
+        "SELECT c.first_seq, c.is_cancel, c.oid, o.user_id, o.side, o.type, o.price_ticks, o.qty_lots, "
+        "o.funds_notional, o.tif, o.post_only, o.stp, o.shard, o.iid, o.ts_ms FROM settled_commands c "
+        "LEFT JOIN orders o ON o.id = c.oid WHERE c.market = $1 AND c.first_seq > $2 AND c.first_seq <= $3 "
+        "ORDER BY c.first_seq", market, ck_seq, settled)
+    if not rows or rows[0]["first_seq"] != ck_seq + 1:
+        log.error("%s: no record of the command behind settled seq %d (settled before the record existed?); "
+                  "the intake re-forward alone may regenerate seqs %d..%d differently",
+                  market, ck_seq + 1, ck_seq + 1, settled)
+        return []
+    cancel_oids = [r["oid"] for r in rows if r["is_cancel"]]
+    requests: dict[int, list[Any]] = {}
+    if cancel_oids:
+        for c in await conn.fetch("SELECT shard, iid, order_id, user_id, ts_ms FROM cancel_requests "
+                                  "WHERE market = $1 AND order_id = ANY($2::bigint[]) ORDER BY iid",
+                                  market, cancel_oids):
+            requests.setdefault(c["order_id"], []).append(c)
+    last = dict(wm)  # per shard: the last iid the engine has taken, command by command
+    out: list[Command] = []
+    for r in rows:
+        if r["oid"] is None or r["user_id"] is None:
+            log.error("%s: the command at seq %d is not known; re-feeding only the %d before it",
+                      market, r["first_seq"], len(out))
+            break
+        if not r["is_cancel"]:
+            out.append(PlaceOrder(r["oid"], r["user_id"], r["side"], r["type"], r["price_ticks"], r["qty_lots"],
+                                  r["funds_notional"], r["tif"], r["post_only"], r["stp"], r["shard"], r["iid"],
+                                  r["ts_ms"]))
+            last[r["shard"]] = r["iid"]
+            continue
+        cand = next((c for c in requests.get(r["oid"], []) if c["iid"] > last.get(c["shard"], 0)), None)
+        if cand is None:
+            log.error("%s: no cancel request of order %d above the watermark for seq %d; re-feeding only the %d "
+                      "before it", market, r["oid"], r["first_seq"], len(out))
+            break
+        out.append(CancelOrder(cand["order_id"], cand["user_id"], cand["shard"], cand["iid"], cand["ts_ms"]))
+        last[cand["shard"]] = cand["iid"]
+    return out
+
+
+async def refeed_lost_prefixes(pool: asyncpg.Pool, redis: Redis, markets: Iterable[str]) -> int:
+    """For each market whose engine checkpoint is behind settlement (Redis lost data), XADD the
+    commands behind the lost settled seqs to `match:in{M}` in their original order. Call it
+    before forwarding anything else after a (re)start. Returns the commands fed."""
+    fed = 0
+    for market in sorted(markets):
+        async with pool.acquire() as conn:
+            settled = int(await conn.fetchval("SELECT last_seq FROM settlement_offsets WHERE market = $1", market)
+                          or 0)
+            if settled == 0:
+                continue
+            ckpt: Any = await redis.hgetall(keys.checkpoint(market))  # type: ignore[misc]
+            ck_seq = int(ckpt.get(b"seq", b"0"))
+            if ck_seq >= settled:
+                continue  # the normal case: the engine is at or ahead of settlement
+            wm = {int(k[3:]): int(v) for k, v in ckpt.items() if k.startswith(b"wm:")}
+            cmds = await lost_commands(conn, market, ck_seq, settled, wm)
+        if not cmds:
+            continue
+        pipe = redis.pipeline(transaction=False)
+        for i in range(0, len(cmds), _FEED_CHUNK):
+            pipe.xadd(keys.match_in(market), {BATCH_FIELD: encode_batch(cmds[i:i + _FEED_CHUNK])})
+        await pipe.execute()
+        fed += len(cmds)
+        log.warning("%s: Redis lost engine output up to settled seq %d (checkpoint seq %d): re-fed the %d "
+                    "command(s) behind it in their original order", market, settled, ck_seq, len(cmds))
+    return fed
