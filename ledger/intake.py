@@ -15,7 +15,6 @@ watermark `wm:<shard>` of each market, so a Redis that lost recent entries stran
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from ledger.arithmetic import Delta, freeze_deltas, order_freeze, order_notional, withdrawal_hold_deltas
+from ledger.consumer_loop import RecoveringLoop
 from ledger.errors import InvalidAmountError, LedgerError
 from ledger.intake_protocol import (
     BATCH_FIELD,
@@ -182,7 +182,7 @@ def stream_id_key(sid: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-class IntakeConsumer:
+class IntakeConsumer(RecoveringLoop):
     """Consumes `intake{shard}`; one instance per shard (the offset row lock fences a second)."""
 
     def __init__(self, pool: asyncpg.Pool, redis: Redis, *, shard: int, batch_size: int = 5000,
@@ -313,31 +313,9 @@ class IntakeConsumer:
         last = entries[-1][0]
         return len(entries), last.decode() if isinstance(last, bytes) else str(last), requests
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Loop until `stop` is set; on any error back off, reload state from PostgreSQL and
-        recover (re-send, re-forward) before continuing."""
-        backoff = 0.2
-        started = False
-        while not stop.is_set():
-            try:
-                if not started:
-                    await self.start()
-                    started = True
-                await self.step()
-                backoff = 0.2
-            except asyncio.CancelledError:
-                self._ahead.drop()
-                await self.flush_events()
-                raise
-            except Exception as exc:
-                self.errors += 1
-                log.warning("intake %d: %s: %s; recovering in %.1f s", self.shard, type(exc).__name__, exc, backoff)
-                started = False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
-        self._ahead.drop()
-        await self.flush_events()
+    @property
+    def label(self) -> str:
+        return f"intake {self.shard}"
 
     async def _forward(self, forwards: dict[str, list[Command]]) -> None:
         if not any(forwards.values()):

@@ -15,7 +15,6 @@ balances) to `user:events:<user>`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from ledger.arithmetic import Delta, OrderHold, release_deltas, settle_trade
+from ledger.consumer_loop import RecoveringLoop
 from ledger.errors import ArithmeticInvariantError
 from ledger.intake import ReadAhead, publish_many, publish_script, stream_id_key
 from ledger.intake_protocol import encode_user_events, user_events_channel
@@ -100,7 +100,7 @@ class SettleResult:
     balances: list[tuple[int, str, int, int]] = field(default_factory=list)
 
 
-class SettlementConsumer:
+class SettlementConsumer(RecoveringLoop):
     """Consumes `match:out{market}`; one instance per market (the offset row lock fences a second)."""
 
     def __init__(self, pool: asyncpg.Pool, redis: Redis, *, market: str, batch_size: int = 5000,
@@ -174,29 +174,9 @@ class SettlementConsumer:
             except Exception as exc:  # the money is committed; only the notifications are lost
                 log.warning("settlement %s: user events not published: %s", self.symbol, exc)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.2
-        started = False
-        while not stop.is_set():
-            try:
-                if not started:
-                    await self.start()
-                    started = True
-                await self.step()
-                backoff = 0.2
-            except asyncio.CancelledError:
-                self._ahead.drop()
-                await self.flush_events()
-                raise
-            except Exception as exc:
-                self.errors += 1
-                log.warning("settlement %s: %s: %s; retrying in %.1f s", self.symbol, type(exc).__name__, exc, backoff)
-                started = False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
-        self._ahead.drop()
-        await self.flush_events()
+    @property
+    def label(self) -> str:
+        return f"settlement {self.symbol}"
 
     async def _publish(self, result: SettleResult) -> None:
         per_user = result.events
