@@ -1,5 +1,5 @@
 """Async plumbing shared by the runner and the market-data consumer: the Redis client they use,
-an interruptible sleep, and a guard against a swallowed cancellation.
+an interruptible sleep, the signal-driven entry point, and a guard against a swallowed cancellation.
 
 The client never retries on its own (`Retry(NoBackoff(), 0)`): a Redis error must reach our
 loops, which then rebuild their state from Redis. `raise_if_cancelling` exists because a
@@ -11,6 +11,9 @@ connection error; our loops check the task's pending cancellation before trying 
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -36,3 +39,23 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
             await stop.wait()
     except TimeoutError:
         raise_if_cancelling()
+
+
+def serve_until_signalled(markets: list[str] | tuple[str, ...], run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Entry-point body of `coffer matcher run` / `marketdata`: log to stderr, run `run(stop)`
+    until SIGTERM/SIGINT sets `stop`, then return 0."""
+    from matcher.errors import MatcherError
+
+    if not markets:
+        raise MatcherError("give at least one --market")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(stop)
+
+    asyncio.run(main())
+    return 0

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,7 +31,7 @@ from typing import Any
 import msgpack
 
 from matcher import keys
-from matcher._aio import raise_if_cancelling, redis_client, sleep_or_stop
+from matcher._aio import raise_if_cancelling, redis_client, serve_until_signalled, sleep_or_stop
 from matcher.depth import DepthBook
 from matcher.errors import MatcherError
 from matcher.klines import INTERVALS_MS, Candle, KlineAggregator
@@ -226,16 +225,4 @@ async def run_markets(config: MarketDataConfig, stop: asyncio.Event) -> None:
 
 def serve(config: MarketDataConfig) -> int:
     """Entry point of `coffer matcher marketdata`: runs until SIGTERM/SIGINT, then exits 0."""
-    if not config.markets:
-        raise MatcherError("give at least one --market")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_markets(config, stop)
-
-    asyncio.run(main())
-    return 0
+    return serve_until_signalled(config.markets, lambda stop: run_markets(config, stop))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,9 +31,9 @@ from typing import Any
 import msgpack
 
 from matcher import keys
-from matcher._aio import raise_if_cancelling, redis_client, sleep_or_stop
+from matcher._aio import raise_if_cancelling, redis_client, serve_until_signalled, sleep_or_stop
 from matcher.engine import Engine
-from matcher.errors import LeaseLostError, MatcherError, RecoveryError, SnapshotError
+from matcher.errors import LeaseLostError, RecoveryError, SnapshotError
 from matcher.protocol import BATCH_FIELD, Command, ProtocolError, decode_commands
 
 log = logging.getLogger("matcher.runner")
@@ -343,16 +342,4 @@ async def run_markets(config: RunnerConfig, stop: asyncio.Event) -> None:
 
 def serve(config: RunnerConfig) -> int:
     """Entry point of `coffer matcher run`: runs until SIGTERM/SIGINT, then exits 0."""
-    if not config.markets:
-        raise MatcherError("give at least one --market")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_markets(config, stop)
-
-    asyncio.run(main())
-    return 0
+    return serve_until_signalled(config.markets, lambda stop: run_markets(config, stop))
