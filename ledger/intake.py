@@ -39,7 +39,7 @@ from ledger.intake_protocol import (
     user_events_channel,
 )
 from ledger.markets import Market, decimal_to_units, price_to_ticks, qty_to_lots, quote_to_funds
-from ledger.recovery import refeed_lost_prefixes
+from ledger.recovery import forward_guarded, guarded_forward_script, refeed_lost_prefixes, settled_seqs
 from ledger.repo import aggregate, insert_rows, load_markets, lock_known_users, upsert_journal_and
 from matcher import keys
 from matcher.protocol import BATCH_FIELD as MATCH_FIELD
@@ -193,6 +193,7 @@ class IntakeConsumer(RecoveringLoop):
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.errors = 0  # recovered failures since start (tests assert on it)
+        self._guard_script = guarded_forward_script(redis)
         self._publishing: asyncio.Task[None] | None = None
         self._publish_script = publish_script(redis)
         self._ahead = ReadAhead()
@@ -294,7 +295,7 @@ class IntakeConsumer(RecoveringLoop):
         self.last_id = last_id
         if not result.skipped:
             # the engine's input and the API's replies go out side by side (two connections)
-            await asyncio.gather(self._forward(result.forwards), self._publish(result))
+            await asyncio.gather(self._forward_new(result.forwards), self._publish(result))
         return n_entries
 
     async def _fetch(self, from_id: str, block: int | None) -> tuple[int, str, list[Request]] | None:
@@ -316,6 +317,17 @@ class IntakeConsumer(RecoveringLoop):
     @property
     def label(self) -> str:
         return f"intake {self.shard}"
+
+    async def _forward_new(self, forwards: dict[str, list[Command]]) -> None:
+        """Forward a new batch, refused (RedisLossError -> recovery) while Redis has lost engine
+        output that settlement applied: a running consumer never puts new commands in front of
+        the re-feed, even when redis-py reconnected to the restarted Redis without an error."""
+        payloads = {symbol: [encode_commands(cmds[i:i + 5000]) for i in range(0, len(cmds), 5000)]
+                    for symbol, cmds in forwards.items() if cmds}
+        if not payloads:
+            return
+        settled = await settled_seqs(self.pool, sorted(payloads))
+        await forward_guarded(self._guard_script, self.redis, settled, payloads)
 
     async def _forward(self, forwards: dict[str, list[Command]]) -> None:
         if not any(forwards.values()):

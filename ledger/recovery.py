@@ -39,6 +39,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ledger.errors import LedgerError
 from matcher import keys
 from matcher.protocol import BATCH_FIELD, CancelOrder, Command, PlaceOrder, encode_batch
 
@@ -210,3 +211,54 @@ async def refeed_lost_prefixes(pool: asyncpg.Pool, redis: Redis, markets: Iterab
         log.warning("%s: Redis lost engine output up to settled seq %d (checkpoint seq %d): re-fed the %d "
                     "command(s) behind it in their original order", market, settled, ck_seq, len(cmds))
     return fed
+
+
+# A forward of NEW commands is refused while the engine's checkpoint is behind what settlement
+# already applied: that only happens after Redis lost engine output, and then the commands behind
+# the lost settled seqs must be re-fed (in first-seq order, by `refeed_lost_prefixes`) before
+# anything else enters `match:in`. Check and XADD are one script, so a Redis that restarted
+# between the check and the write cannot slip new commands in front of the re-feed.
+_GUARDED_FORWARD = """
+local ck = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if ck < tonumber(ARGV[1]) then
+  return redis.error_reply('COFFER_LOST engine checkpoint seq ' .. ck .. ' is behind settled seq ' .. ARGV[1])
+end
+for i = 3, #ARGV do redis.call('XADD', KEYS[2], '*', ARGV[2], ARGV[i]) end
+return #ARGV - 2
+"""
+
+
+class RedisLossError(LedgerError):
+    """Redis lost engine output that settlement applied: the consumer must recover (re-feed)."""
+
+
+def guarded_forward_script(redis: Redis) -> Any:
+    return redis.register_script(_GUARDED_FORWARD)
+
+
+async def settled_seqs(pool: asyncpg.Pool, markets: list[str]) -> dict[str, int]:
+    """The last settled seq of each market (0 when none)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT market, last_seq FROM settlement_offsets WHERE market = ANY($1::text[])",
+                                markets)
+    return {str(r["market"]): int(r["last_seq"] or 0) for r in rows}
+
+
+async def forward_guarded(script: Any, redis: Redis, settled: dict[str, int],
+                          payloads: dict[str, list[bytes]]) -> None:
+    """XADD each market's payloads to `match:in{M}` unless its engine checkpoint is behind
+    `settled[M]`; raises RedisLossError when any market refused (what was accepted stays:
+    the re-send after recovery is dropped by the engine's watermark)."""
+    from redis.exceptions import ResponseError
+
+    async with redis.pipeline(transaction=False) as pipe:  # reset even when Redis went away
+        for symbol, chunks in payloads.items():
+            await script(keys=[keys.checkpoint(symbol), keys.match_in(symbol)],
+                         args=[settled.get(symbol, 0), BATCH_FIELD, *chunks], client=pipe)
+        results = await pipe.execute(raise_on_error=False)
+    refused = [str(r) for r in results if isinstance(r, ResponseError)]
+    if refused:
+        raise RedisLossError(f"forward refused: {refused[0]}")
+    errors = [r for r in results if isinstance(r, Exception)]
+    if errors:
+        raise errors[0]

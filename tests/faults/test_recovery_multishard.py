@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from coffer.localservices import RedisServer
+from coffer.localservices import PostgresServer, RedisServer
 from ledger.arithmetic import OrderHold, release_deltas, settle_trade
 from ledger.audit import run_audit
 from ledger.deposits import credit_deposit
@@ -35,6 +35,7 @@ from matcher import keys
 from matcher.engine import Engine
 from matcher.protocol import CancelOrder
 from matcher.runner import MarketRunner, RunnerConfig
+from tests.harness import new_database
 from tests.ledger.flow import Pipeline, add_market
 from tests.matcher.flows import random_flow
 from tests.matcher.streams import assert_sequenced, read_out
@@ -217,12 +218,23 @@ async def _replay_balances(pool: asyncpg.Pool, m: str, rows: list[dict[str, Any]
     return bal
 
 
+@pytest.fixture
+def own_db(pg_server: PostgresServer) -> str:
+    """A fresh database per test: the balance replay below starts from zero."""
+    return new_database(pg_server, "recovery_multishard")
+
+
 @pytest.mark.asyncio
-async def test_redis_aof_loss_with_three_intake_shards_converges(fresh_redis: RedisServer, db_url: str,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("consumers_stay_up", [False, True], ids=["consumers-restarted", "consumers-stay-up"])
+async def test_redis_aof_loss_with_three_intake_shards_converges(fresh_redis: RedisServer, own_db: str,
+                                                                 caplog: pytest.LogCaptureFixture,
+                                                                 consumers_stay_up: bool) -> None:
+    """With `consumers_stay_up`, the consumers and the runner keep running through the Redis
+    kill, AOF cut and restart: they see their connections drop and recover by themselves (the
+    case where no error reaches a consumer is covered by the guarded-forward test below)."""
     caplog.set_level(logging.WARNING, logger="ledger.recovery")
     rng = random.Random(7)
-    pool = await asyncpg.create_pool(db_url, min_size=4, max_size=10)
+    pool = await asyncpg.create_pool(own_db, min_size=4, max_size=10)
     url = fresh_redis.url
     try:
         m = await _seed(pool)
@@ -239,7 +251,10 @@ async def test_redis_aof_loss_with_three_intake_shards_converges(fresh_redis: Re
             settled_before = await _quiet(pool, stack.redis, m)
             assert _newest_incr_aof(fresh_redis) == aof, "an AOF rewrite happened mid-test"
             before = {row["seq"]: row for row in await read_out(stack.redis, m)}
-        finally:
+        except BaseException:
+            await stack.close()
+            raise
+        if not consumers_stay_up:
             await stack.close()
         assert settled_before > ck_at_cut + 50
         lost_shards = await pool.fetch("SELECT DISTINCT shard FROM orders WHERE market=$1 AND id IN "
@@ -252,18 +267,20 @@ async def test_redis_aof_loss_with_three_intake_shards_converges(fresh_redis: Re
         # unsynced tail: cut the AOF back to the size it had before the burst
         _truncate(aof, kept)
         fresh_redis.start()
-        probe = Redis.from_url(url)
+        if not consumers_stay_up:
+            probe = Redis.from_url(url)
+            try:
+                assert int(await probe.hget(keys.checkpoint(m), "seq") or 0) == ck_at_cut  # type: ignore[misc]
+            finally:
+                await probe.aclose()
+            stack = _Stack(pool, url, m)
+        client = Redis.from_url(url)  # the test's own connection to the restarted Redis
         try:
-            assert int(await probe.hget(keys.checkpoint(m), "seq") or 0) == ck_at_cut  # type: ignore[misc]
+            await _send(client, m, _requests(m, rng, 700, 150), 0.005)
+            settled = await _quiet(pool, client, m)
+            rows = await read_out(client, m)
         finally:
-            await probe.aclose()
-
-        stack = _Stack(pool, url, m)
-        try:
-            await _send(stack.redis, m, _requests(m, rng, 700, 150), 0.005)
-            settled = await _quiet(pool, stack.redis, m)
-            rows = await read_out(stack.redis, m)
-        finally:
+            await client.aclose()
             await stack.close()
         assert "re-fed the" in caplog.text
 
@@ -292,4 +309,35 @@ async def test_redis_aof_loss_with_three_intake_shards_converges(fresh_redis: Re
             assert await run_audit(conn) == []
         assert balances == await _replay_balances(pool, m, rows)
     finally:
+        await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_guarded_forward_refuses_new_commands_while_the_engine_is_behind_settlement(
+        fresh_redis: RedisServer, own_db: str) -> None:
+    """The forward of a NEW batch checks, in the same script as its XADD, that the engine's
+    checkpoint is not behind settlement: a consumer that never saw a connection error (redis-py
+    reconnected to a restarted Redis under it) cannot put commands in front of the re-feed."""
+    from ledger.recovery import RedisLossError
+
+    pool = await asyncpg.create_pool(own_db, min_size=1, max_size=4)
+    redis = Redis.from_url(fresh_redis.url)
+    try:
+        m = await _seed(pool)
+        async with pool.acquire() as conn:
+            await conn.execute("INSERT INTO settlement_offsets (market, last_seq) VALUES ($1, 40) "
+                               "ON CONFLICT (market) DO UPDATE SET last_seq = 40", m)
+        consumer = IntakeConsumer(pool, redis, shard=0)
+        cmd = CancelOrder(oid=1, user=USERS[0], shard=0, iid=1, ts_ms=0)
+
+        await redis.hset(keys.checkpoint(m), "seq", 25)  # type: ignore[misc]  # Redis lost seqs 26..40
+        with pytest.raises(RedisLossError, match="checkpoint seq 25 is behind settled seq 40"):
+            await consumer._forward_new({m: [cmd]})
+        assert await redis.xlen(keys.match_in(m)) == 0
+
+        await redis.hset(keys.checkpoint(m), "seq", 40)  # type: ignore[misc]  # the re-feed was applied
+        await consumer._forward_new({m: [cmd]})
+        assert await redis.xlen(keys.match_in(m)) == 1
+    finally:
+        await redis.aclose()
         await pool.close()

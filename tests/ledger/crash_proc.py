@@ -29,7 +29,7 @@ async def main(db_url: str, redis_url: str, shard: int) -> None:
         if any(forwards.values()):
             os.kill(os.getpid(), signal.SIGKILL)
 
-    consumer._forward = die  # type: ignore[method-assign]
+    consumer._forward_new = die  # type: ignore[method-assign]
     while True:
         await consumer.step(block_ms=200)
 
