@@ -66,6 +66,7 @@ def _up(args: argparse.Namespace) -> int:
     from coffer.supervisor import Supervisor, format_table, install_stop_handlers
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # demo set-up's chain calls, one line each
     settings = _settings(args)
     paths = StackPaths(settings.data_dir.resolve())
     paths.root.mkdir(parents=True, exist_ok=True)
