@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -122,3 +123,32 @@ class PeriodicMiner:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+
+
+class FaultInjector:
+    """Makes the next `count` requests wait `delay_s` and, when `status` is set, answer with it
+    (body from `bodies`, else "injected fault"): how tests play a rate-limiting or failing node."""
+
+    def __init__(self, bodies: dict[int, bytes]) -> None:
+        self._bodies = bodies
+        self._lock = threading.Lock()
+        self._count = 0
+        self._status: int | None = None
+        self._delay_s = 0.0
+
+    def set(self, count: int, status: int | None, delay_s: float) -> None:
+        with self._lock:
+            self._count, self._status, self._delay_s = count, status, delay_s
+
+    def take(self) -> Reply | None:
+        """The injected answer for this request, or None to serve it normally."""
+        with self._lock:
+            if self._count <= 0:
+                return None
+            self._count -= 1
+            status, delay_s = self._status, self._delay_s
+        if delay_s:
+            time.sleep(delay_s)
+        if status is None:
+            return None
+        return Reply(status, self._bodies.get(status, b"injected fault"), "text/plain")

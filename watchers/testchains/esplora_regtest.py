@@ -16,12 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-from watchers.testchains._http import ChainHTTPServer, PeriodicMiner, Reply
+from watchers.testchains._http import ChainHTTPServer, FaultInjector, PeriodicMiner, Reply
 from watchers.testchains.errors import NotFoundError, TxRejectedError
 from watchers.testchains.regtest_chain import (
     Block,
@@ -147,10 +145,7 @@ class EsploraServer:
                  block_time_s: float | None = None) -> None:
         self.chain = chain
         self._http = ChainHTTPServer(self.handle, host, port)
-        self._faults_lock = threading.Lock()
-        self._fault_count = 0
-        self._fault_status: int | None = None
-        self._fault_delay_s = 0.0
+        self._faults = FaultInjector(_FAULT_BODIES)
         self._block_time_s = block_time_s
         self._miner: PeriodicMiner | None = None
         self._get_routes: list[tuple[re.Pattern[str], Callable[..., Reply]]] = [
@@ -194,7 +189,7 @@ class EsploraServer:
         if path.startswith("/api/"):
             path = path[4:]  # blockstream.info style prefix
         if not path.startswith("/regtest/"):
-            fault = self._take_fault()
+            fault = self._faults.take()
             if fault is not None:
                 return fault
         try:
@@ -212,18 +207,6 @@ class EsploraServer:
             return _text(str(exc), 400)
         except ValueError as exc:
             return _text(str(exc), 400)
-
-    def _take_fault(self) -> Reply | None:
-        with self._faults_lock:
-            if self._fault_count <= 0:
-                return None
-            self._fault_count -= 1
-            status, delay_s = self._fault_status, self._fault_delay_s
-        if delay_s:
-            time.sleep(delay_s)
-        if status is None:
-            return None
-        return Reply(status, _FAULT_BODIES.get(status, b"injected fault"), "text/plain")
 
     def _post(self, path: str, body: bytes) -> Reply:
         if path == "/tx":
@@ -259,8 +242,7 @@ class EsploraServer:
             delay_ms = _int_arg(args, "delay_ms", 0)
             if count < 0 or delay_ms < 0:
                 return _text("count and delay_ms must be >= 0", 400)
-            with self._faults_lock:
-                self._fault_count, self._fault_status, self._fault_delay_s = count, status, delay_ms / 1000
+            self._faults.set(count, status, delay_ms / 1000)
             return _json({"count": count, "status": status, "delay_ms": delay_ms})
         return _text(f"Cannot POST {path}", 404)
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from typing import Any
 
-from watchers.testchains._http import ChainHTTPServer, PeriodicMiner, Reply
+from watchers.testchains._http import ChainHTTPServer, FaultInjector, PeriodicMiner, Reply
 from watchers.testchains.errors import RpcError
 from watchers.testchains.eth_chain import EthTestChain
 
@@ -39,10 +37,7 @@ class EthRpcServer:
         self._http = ChainHTTPServer(self.handle, host, port)
         self._block_time_s = block_time_s
         self._miner: PeriodicMiner | None = None
-        self._faults_lock = threading.Lock()
-        self._fault_count = 0
-        self._fault_status: int | None = None
-        self._fault_delay_s = 0.0
+        self._faults = FaultInjector({429: b"Too Many Requests"})
 
     @property
     def url(self) -> str:
@@ -61,7 +56,7 @@ class EthRpcServer:
         if items and is_control and any(i.get("method") == "coffer_injectFaults" for i in items):
             return self._json([self._inject(i) for i in items] if isinstance(payload, list) else self._inject(payload))
         if not is_control:
-            fault = self._take_fault()
+            fault = self._faults.take()
             if fault is not None:
                 return fault
         if isinstance(payload, list):
@@ -95,21 +90,8 @@ class EthRpcServer:
             return _error(item.get("id"), -32602, "coffer_injectFaults(count >= 0, status, delayMs >= 0)")
         if status is not None and (not isinstance(status, int) or not 100 <= status <= 599):
             return _error(item.get("id"), -32602, "status must be an HTTP status code or null")
-        with self._faults_lock:
-            self._fault_count, self._fault_status, self._fault_delay_s = count, status, delay_ms / 1000
+        self._faults.set(count, status, delay_ms / 1000)
         return {"jsonrpc": "2.0", "id": item.get("id"), "result": True}
-
-    def _take_fault(self) -> Reply | None:
-        with self._faults_lock:
-            if self._fault_count <= 0:
-                return None
-            self._fault_count -= 1
-            status, delay_s = self._fault_status, self._fault_delay_s
-        if delay_s:
-            time.sleep(delay_s)
-        if status is None:
-            return None
-        return Reply(status, b"injected fault" if status != 429 else b"Too Many Requests", "text/plain")
 
     @staticmethod
     def _json(obj: Any) -> Reply:
