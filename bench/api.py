@@ -144,6 +144,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from coffer.localservices import PostgresServer, RedisServer, free_port
+    from coffer.supervisor import terminate_groups
 
     tmp = Path(tempfile.mkdtemp(prefix="coffer-bench-api-"))
     tmp.chmod(0o755)
@@ -180,15 +181,7 @@ def main() -> None:
         result["settings"] = "postgres fsync=off; redis appendfsync everysec; 2 shared cores; client in-process"
         print(json.dumps(result))
     finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, 15)
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, 9)
-                p.wait(5)
+        terminate_groups(procs)
         pg_server.stop()
         redis_server.stop()
         shutil.rmtree(tmp, ignore_errors=True)

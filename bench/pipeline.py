@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import contextlib
 import json
 import os
 import random
@@ -389,6 +388,7 @@ async def _measure(args: argparse.Namespace, db_url: str, redis_url: str,
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from coffer.localservices import PostgresServer, RedisServer
+    from coffer.supervisor import terminate_groups
 
     tmp = Path(tempfile.mkdtemp(prefix="coffer-bench-"))
     tmp.chmod(0o755)
@@ -416,15 +416,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["load_avg_1m"] = round(os.getloadavg()[0], 2)
         return result
     finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, 15)
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, 9)
-                p.wait(5)
+        terminate_groups(procs)
         pg_server.stop()
         redis_server.stop()
         if not args.keep:

@@ -145,6 +145,19 @@ def _terminate_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     _signal_group(proc.pid, signal.SIGKILL)
 
 
+def terminate_groups(procs: Sequence[subprocess.Popen[bytes]], grace_s: float = 15.0) -> None:
+    """Stop children started with `start_new_session=True` all at once: SIGTERM to every
+    process group, wait up to `grace_s` for each, SIGKILL the groups still running."""
+    for proc in procs:
+        _signal_group(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
