@@ -10,7 +10,9 @@ Checks, each listing every difference it finds:
                order holds nothing;
 3. assets    — per asset: users' balances (available + frozen) + fee income (trade fees
                taken in that asset + fees of settled withdrawals)
-               = credited deposits (not reversed) - settled withdrawals (amount - fee sent).
+               = credited deposits (not reversed) - settled withdrawals (amount - fee sent);
+4. references — every order names a known user and market, every settled command a known
+               market (these hot-path tables carry no foreign keys: migration 0103).
 Read-only; run it in a REPEATABLE READ transaction for one consistent snapshot.
 """
 
@@ -145,6 +147,20 @@ async def _audit(conn: asyncpg.Connection) -> list[Difference]:
             out.append(Difference("assets", r["asset"], None, rhs, lhs,
                                   f"balances {r['users']} + fees {r['fees']} vs deposits {r['deposits']} "
                                   f"- withdrawn {r['withdrawn']}"))
+    rows = await conn.fetch(
+        """
+        SELECT 'order ' || o.id AS what, o.user_id, o.market AS name FROM orders o
+         WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = o.user_id)
+            OR NOT EXISTS (SELECT 1 FROM markets m WHERE m.symbol = o.market)
+        UNION ALL
+        SELECT 'settled command ' || c.first_seq, NULL, c.market FROM settled_commands c
+         WHERE NOT EXISTS (SELECT 1 FROM markets m WHERE m.symbol = c.market)
+        LIMIT 100
+        """
+    )
+    for r in rows:
+        out.append(Difference("references", r["name"], r["user_id"], 1, 0,
+                              f"{r['what']} names an unknown user or market"))
     return out
 
 
