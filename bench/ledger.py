@@ -29,21 +29,21 @@ from coffer.localservices import PostgresServer, RedisServer
 
 async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: int,
                profile: str | None = None) -> dict[str, Any]:
-    import asyncpg
     from redis.asyncio import Redis
 
     from ledger.audit import run_audit
     from ledger.demo import seed_demo
     from ledger.intake import IntakeConsumer
     from ledger.intake_protocol import BATCH_FIELD, PlaceOrderRequest, encode_requests, intake_stream
-    from ledger.service import keep_session
+    from ledger.service import create_pool, tune_gc
     from ledger.settlement import SettlementConsumer
     from matcher import keys
     from matcher.engine import Engine
     from matcher.protocol import BATCH_FIELD as MATCH_FIELD
     from matcher.protocol import Event, decode_commands, encode_batch
 
-    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=4, reset=keep_session)
+    tune_gc()  # as `coffer ledger run` does
+    pool = await create_pool(db_url, 4)
     redis = Redis.from_url(redis_url)
     try:
         async with pool.acquire() as conn, conn.transaction():

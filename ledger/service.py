@@ -11,14 +11,19 @@ Markets added while running are picked up at the next start.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 from coffer.settings import Settings
 from ledger.errors import LedgerError
 from ledger.intake import IntakeConsumer
 from ledger.repo import load_markets
 from ledger.settlement import SettlementConsumer
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger("ledger.service")
 READY_LINE = "ledger: consumers running"
@@ -49,6 +54,29 @@ async def keep_session(conn: object) -> None:
     return None
 
 
+# The ledger's working set (balances, live orders, recent trades) is in memory: an index probe
+# costs about what a sequential page read does. With PostgreSQL's default (4.0) the planner
+# hashed the whole orders table to update a batch's few thousand orders (measured: 90 ms for
+# 5,400 orders of a 100,000-order table, 27 ms through the primary key with 1.1).
+SERVER_SETTINGS = {"random_page_cost": "1.1"}
+
+
+async def create_pool(db_url: str, max_size: int) -> asyncpg.Pool:
+    """The consumers' connection pool: no per-release reset (`keep_session`), SERVER_SETTINGS."""
+    import asyncpg
+
+    return await asyncpg.create_pool(db_url, min_size=2, max_size=max_size, reset=keep_session,
+                                     server_settings=SERVER_SETTINGS)
+
+
+def tune_gc() -> None:
+    """Collect the youngest generation after 50,000 net allocations instead of 700: a consumer
+    allocates a few containers per event it decodes, and the default made the collector scan
+    the long-lived objects (settlement's live orders) many times a batch (measured: settlement
+    CPU 5.6 s -> 3.6 s for 88,000 trades in `python -m bench.ledger`)."""
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int = 5000,
                      with_withdrawals: bool = True) -> None:
     import asyncpg
@@ -62,9 +90,9 @@ async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int
         markets = sorted(await load_markets(conn))
     finally:
         await conn.close()
-    # one connection per consumer (each holds at most one at a time) and two spare
-    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=settings.intake_shards + len(markets) + 4,
-                                     reset=keep_session)
+    # one connection per intake consumer, two per settlement consumer (its write and, meanwhile,
+    # the read of the next batch's orders), and spares for the withdrawal processor
+    pool = await create_pool(db_url, settings.intake_shards + 2 * len(markets) + 4)
     redis = Redis.from_url(redis_url)
     try:
         intakes = [IntakeConsumer(pool, redis, shard=k, batch_size=batch_size)
@@ -91,6 +119,7 @@ def serve(settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_ledger(settings, stop)
 
+    tune_gc()
     asyncio.run(main())
     print("ledger: stopped", flush=True)
     return 0

@@ -15,6 +15,7 @@ balances) to `user:events:<user>`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -24,8 +25,8 @@ import msgpack
 
 from ledger.arithmetic import Delta, OrderHold, release_deltas, settle_trade
 from ledger.consumer_loop import RecoveringLoop
-from ledger.errors import ArithmeticInvariantError
-from ledger.intake import ReadAhead, publish_many, publish_script, stream_id_key
+from ledger.errors import ArithmeticInvariantError, LedgerError
+from ledger.intake import ReadAhead, _retrieve, publish_many, publish_script, stream_id_key
 from ledger.intake_protocol import encode_user_events, user_events_channel
 from ledger.markets import Market
 from ledger.recovery import CommandLog
@@ -100,8 +101,42 @@ class SettleResult:
     balances: list[tuple[int, str, int, int]] = field(default_factory=list)
 
 
+@dataclass
+class _Prepared:
+    """One batch, computed and ready to write: what the write transaction needs and nothing it
+    must still read (the order values are snapshots, taken before the next batch changes them)."""
+
+    base_seq: int  # the settled seq the batch was computed on (the offset row must still hold it)
+    last_seq: int  # the seq the offset row holds after the batch
+    last_id: str
+    trades: list[tuple[Any, ...]]
+    order_arrays: list[list[Any]]  # id, frozen_remaining, filled_lots, filled_quote, fee_paid, state, done_reason
+    command_rows: list[Any]
+    net: dict[tuple[int, str], list[int]]
+    result: SettleResult
+    dirty_ids: frozenset[int]
+
+
+class StaleBatchError(LedgerError):
+    """The offset row no longer holds the seq a prepared batch was computed on (another
+    instance settled this market meanwhile): recover from the database."""
+
+
+LIVE = frozenset(("pending", "open"))
+CACHE_LIMIT = 200_000  # live orders kept in memory between batches (beyond it, re-read when needed)
+
+
 class SettlementConsumer(RecoveringLoop):
-    """Consumes `match:out{market}`; one instance per market (the offset row lock fences a second)."""
+    """Consumes `match:out{market}`; one instance per market (the offset row lock fences a second).
+
+    Pipelined: batch N+1 is computed while batch N's transaction runs (the database and this
+    process work at the same time). That needs no read inside the transaction: after intake
+    inserted an order, this consumer is the only writer of its settlement state, so it keeps
+    the live orders it touched in memory (`_orders`) and reads from the database only orders it
+    never saw or dropped from memory, whose last change is committed (an order is dropped only
+    when no batch in flight or being prepared changed it). The write checks that the offset row
+    still holds the seq the batch was computed on; any failure throws the memory away and
+    recovers from the database (`start`)."""
 
     def __init__(self, pool: asyncpg.Pool, redis: Redis, *, market: str, batch_size: int = 5000,
                  block_ms: int = 500, publish: bool = True) -> None:
@@ -113,8 +148,12 @@ class SettlementConsumer(RecoveringLoop):
         self.errors = 0  # recovered failures since start (tests assert on it)
         self.publish_events = publish
         self.stream = keys.match_out(market)
-        self.last_id = "0-0"
+        self.last_id = "0-0"  # the stream position of the last batch committed or being written
         self.market: Market | None = None
+        self._seq = 0  # the engine seq of the last event committed or being written
+        self._orders: dict[int, _Order] = {}
+        self._writing: asyncio.Task[SettleResult] | None = None
+        self._in_flight: frozenset[int] = frozenset()  # orders the batch being written changed
         self._publishing: asyncio.Task[None] | None = None
         self._publish_script = publish_script(redis)
         self._ahead = ReadAhead()
@@ -122,36 +161,65 @@ class SettlementConsumer(RecoveringLoop):
 
     async def start(self) -> None:
         self._ahead.drop()
+        task, self._writing = self._writing, None
+        if task is not None:  # its outcome, commit or rollback, is what is read back below
+            with contextlib.suppress(Exception):
+                await task
+        self._orders.clear()
+        self._in_flight = frozenset()
         async with self.pool.acquire() as conn:
             await conn.execute("INSERT INTO settlement_offsets (market) VALUES ($1) ON CONFLICT DO NOTHING",
                                self.symbol)
-            self.last_id = await conn.fetchval("SELECT stream_id FROM settlement_offsets WHERE market = $1",
-                                               self.symbol)
+            off = await conn.fetchrow("SELECT stream_id, last_seq FROM settlement_offsets WHERE market = $1",
+                                      self.symbol)
+            assert off is not None
+            self.last_id, self._seq = off["stream_id"], int(off["last_seq"])
             self.market = (await load_markets(conn))[self.symbol]
             await self._commands.load(conn)
 
     async def step(self, block_ms: int | None = None) -> int:
+        """Read and compute one batch, then start writing it once the previous batch committed.
+        Returns entries read; 0 (nothing new) only after every batch read so far committed."""
         block = self.block_ms if block_ms is None else block_ms  # <= 0: do not wait (never BLOCK 0)
         batch = await self._ahead.take(self.last_id) or await self._fetch(self.last_id, block if block > 0 else None)
         if not batch:
+            await self._finish_write()
             return 0
         n_entries, last_id, events = batch
-        if n_entries >= self.batch_size:  # behind: read the next batch while this one commits
+        if n_entries >= self.batch_size:  # behind: read the next batch while this one is computed
             self._ahead.start(last_id, self._fetch(last_id, None))
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                result = await self.process(conn, events, last_id)
+            prepared = await self._prepare(events, last_id)
+            await self._finish_write(keep=prepared.dirty_ids)
         except BaseException:
             self._ahead.drop()
             raise
         self.last_id = last_id
+        self._in_flight = prepared.dirty_ids
+        self._writing = asyncio.ensure_future(self._write(prepared))
+        self._writing.add_done_callback(_retrieve)  # a failure is raised by _finish_write or start
+        return n_entries
+
+    async def _finish_write(self, keep: frozenset[int] = frozenset()) -> None:
+        """Wait for the batch being written; raise its failure. Then drop from memory the orders
+        it finished (the engine names them no more) unless `keep` (the batch prepared next)
+        changed them, and publish its user events."""
+        task, self._writing = self._writing, None
+        if task is None:
+            return
+        result = await task
+        orders = self._orders
+        for oid in self._in_flight:
+            o = orders.get(oid)
+            if o is not None and o.state not in LIVE and oid not in keep:
+                del orders[oid]
+        self._in_flight = frozenset()
         if self.publish_events and result.applied:
             # User events are best effort (pub/sub is at-most-once): publish in the background,
             # overlapping the next batch, one batch in flight at a time so each user's events
             # stay in order.
-            await self.flush_events()
+            await self._flush_publishing()
             self._publishing = asyncio.create_task(self._publish(result))
-        return n_entries
 
     async def _fetch(self, from_id: str, block: int | None) -> tuple[int, str, list[dict[str, Any]]] | None:
         """XREAD the entries after `from_id` and decode them: (entries, last entry id, events)."""
@@ -166,7 +234,15 @@ class SettlementConsumer(RecoveringLoop):
         return len(entries), last.decode() if isinstance(last, bytes) else str(last), events
 
     async def flush_events(self) -> None:
-        """Wait for the user events of the previous batch to be published (errors are logged)."""
+        """Finish the batch being written (a failure is logged: it rolled back and is settled
+        again after a restart) and wait for the user events published so far."""
+        try:
+            await self._finish_write()
+        except Exception as exc:
+            log.warning("settlement %s: the last batch did not commit: %s", self.symbol, exc)
+        await self._flush_publishing()
+
+    async def _flush_publishing(self) -> None:
         task, self._publishing = self._publishing, None
         if task is not None:
             try:
@@ -185,31 +261,51 @@ class SettlementConsumer(RecoveringLoop):
         await publish_many(self._publish_script, [(user_events_channel(user), encode_user_events(user, evs))
                                         for user, evs in per_user.items()])
 
-    async def process(self, conn: asyncpg.Connection, events: list[dict[str, Any]], last_id: str) -> SettleResult:
-        """Apply one batch of events (wire rows, see `decode_event_rows`) inside the caller's transaction."""
+    async def _load_orders(self, oids: set[int]) -> None:
+        """Bring the orders of `oids` that are not in memory in from the database."""
+        missing = [oid for oid in oids if oid not in self._orders]
+        if not missing:
+            return
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id, user_id, side, type, price_ticks, frozen_asset, frozen_remaining, filled_lots, "
+                "filled_quote, fee_paid, state, done_reason FROM orders WHERE id = ANY($1::bigint[]) AND market = $2",
+                missing, self.symbol)
+        # the columns above are _Order's fields in order (bigint columns arrive as int)
+        for r in rows:
+            self._orders[r[0]] = _Order(*r)
+        unknown = oids - self._orders.keys()
+        if unknown:
+            raise ArithmeticInvariantError(f"engine events for orders the ledger does not know: {sorted(unknown)[:5]}")
+
+    def _forget(self, keep: frozenset[int]) -> None:
+        """Past CACHE_LIMIT, drop the live orders from memory except those in `keep` and in the
+        batch being written (changed by batches not yet committed); they are re-read when named."""
+        orders = self._orders
+        if len(orders) > CACHE_LIMIT:
+            for oid in [oid for oid in orders if oid not in keep and oid not in self._in_flight]:
+                del orders[oid]
+
+    async def _prepare(self, events: list[dict[str, Any]], last_id: str) -> _Prepared:
+        """Compute one batch (wire rows, see `decode_event_rows`) on the state after the batch
+        before it; reads only orders not in memory."""
         assert self.market is not None
         m = self.market
         res = SettleResult()
-        off = await conn.fetchrow("SELECT stream_id, last_seq FROM settlement_offsets WHERE market = $1 FOR UPDATE",
-                                  self.symbol)
-        assert off is not None
-        last_seq = int(off["last_seq"])
+        base_seq = self._seq
         # Each seq once: drop what was applied before AND repeats inside this batch (an engine
         # whose MULTI reply was lost re-writes the same events, possibly into the same read).
         by_seq: dict[int, dict[str, Any]] = {}
         for e in events:
             seq = e["seq"]
-            if seq > last_seq and seq not in by_seq:
+            if seq > base_seq and seq not in by_seq:
                 by_seq[seq] = e
         fresh = [by_seq[k] for k in sorted(by_seq)]
         res.skipped = len(events) - len(fresh)
         if not fresh:
-            if stream_id_key(last_id) > stream_id_key(off["stream_id"]):
-                await conn.execute("UPDATE settlement_offsets SET stream_id = $2 WHERE market = $1", self.symbol,
-                                   last_id)
-            return res
-        if fresh[0]["seq"] != last_seq + 1:
-            log.warning("settlement %s: seq gap %d -> %d", self.symbol, last_seq, fresh[0]["seq"])
+            return _Prepared(base_seq, base_seq, last_id, [], [], [], {}, res, frozenset())
+        if fresh[0]["seq"] != base_seq + 1:
+            log.warning("settlement %s: seq gap %d -> %d", self.symbol, base_seq, fresh[0]["seq"])
         oids: set[int] = set()
         for e in fresh:
             kind = e["e"]
@@ -218,20 +314,15 @@ class SettlementConsumer(RecoveringLoop):
                 oids.add(e["maker"])
             elif kind == "open" or kind == "done":
                 oids.add(e["oid"])
-        rows = await conn.fetch(
-            "SELECT id, user_id, side, type, price_ticks, frozen_asset, frozen_remaining, filled_lots, filled_quote, "
-            "fee_paid, state, done_reason FROM orders WHERE id = ANY($1::bigint[]) AND market = $2",
-            list(oids), self.symbol)
-        # the columns above are _Order's fields in order (bigint columns arrive as int)
-        orders = {r[0]: _Order(*r) for r in rows}
-        missing = oids - orders.keys()
-        if missing:
-            raise ArithmeticInvariantError(f"engine events for orders the ledger does not know: {sorted(missing)[:5]}")
+        await self._load_orders(oids)
+        orders = self._orders
         command_rows = self._commands.segment(fresh, lambda oid: orders[oid].state)  # before states change
         trades: list[tuple[Any, ...]] = []
         deltas: list[Delta] = []
         symbol, base, quote = self.symbol, m.base, m.quote
         events_of = res.events
+        dirty: set[int] = set()
+        mark = dirty.add
 
         for e in fresh:
             kind = e["e"]
@@ -254,7 +345,8 @@ class SettlementConsumer(RecoveringLoop):
                 for o in (buy, sell):
                     o.filled_lots += qty
                     o.filled_quote += quote_amount
-                    o.dirty = True
+                mark(buy.id)
+                mark(sell.id)
                 trades.append((symbol, seq, buy.id, sell.id, buy.user_id, sell.user_id, taker_side, price,
                                qty, eff.base_amount, quote_amount, eff.buyer_fee, eff.seller_fee, ts_ms))
                 for o, fee, fee_asset in ((buy, eff.buyer_fee, base), (sell, eff.seller_fee, quote)):
@@ -267,7 +359,7 @@ class SettlementConsumer(RecoveringLoop):
                 o = orders[e["oid"]]
                 if o.state == "pending":
                     o.state = "open"
-                    o.dirty = True
+                    mark(o.id)
                 events_of[o.user_id].append({"type": "order", "market": symbol, "order_id": o.id,
                                              "state": "open", "filled_lots": o.filled_lots, "ts_ms": e["ts_ms"]})
             elif kind == "done":
@@ -276,32 +368,56 @@ class SettlementConsumer(RecoveringLoop):
                 o.frozen_remaining = 0
                 o.state = FINAL_STATE[e["reason"]]
                 o.done_reason = e["detail"] or e["reason"]
-                o.dirty = True
+                mark(o.id)
                 events_of[o.user_id].append({"type": "order", "market": symbol, "order_id": o.id,
                                              "state": o.state, "filled_lots": o.filled_lots, "ts_ms": e["ts_ms"]})
             else:  # cancel_reject
                 events_of[e["user"]].append({"type": "cancel_rejected", "market": symbol, "order_id": e["oid"],
                                              "reason": e["reason"], "ts_ms": e["ts_ms"]})
-        dirty = sorted((o for o in orders.values() if o.dirty), key=lambda o: o.id)
-        # order states, journal (net change per user and asset), balances and the offset: one statement
-        also = ["UPDATE settlement_offsets SET stream_id = $8, last_seq = $9 WHERE market = $7"]
-        also_args: list[Any] = [self.symbol, last_id, fresh[-1]["seq"]]
-        await insert_rows(conn, "trades", TRADE_COLUMNS, TRADE_TYPES, trades, also, also_args)
-        if dirty:
-            p = [f"${7 + len(also_args) + i}" for i in range(7)]
-            also.append(
-                "UPDATE orders o SET frozen_remaining = d.fr, filled_lots = d.fl, filled_quote = d.fq, "
-                "fee_paid = d.fee, state = d.st, done_reason = d.dr, updated_at = now() "
-                f"FROM unnest({p[0]}::bigint[], {p[1]}::bigint[], {p[2]}::bigint[], {p[3]}::bigint[], "
-                f"{p[4]}::bigint[], {p[5]}::text[], {p[6]}::text[]) AS d(id, fr, fl, fq, fee, st, dr) "
-                "WHERE o.id = d.id")
-            also_args += [[o.id for o in dirty], [o.frozen_remaining for o in dirty], [o.filled_lots for o in dirty],
-                          [o.filled_quote for o in dirty], [o.fee_paid for o in dirty], [o.state for o in dirty],
-                          [o.done_reason for o in dirty]]
-        command_sql, command_args = self._commands.statement(command_rows, 7 + len(also_args))
-        also.append(command_sql)
-        also_args += command_args
-        res.balances = await upsert_journal_and(conn, aggregate(deltas), "settle", fresh[-1]["seq"], tuple(also),
-                                                tuple(also_args))
+        changed = [orders[oid] for oid in sorted(dirty)]  # snapshots: the next batch changes these objects
+        order_arrays: list[list[Any]] = [[o.id for o in changed], [o.frozen_remaining for o in changed],
+                                         [o.filled_lots for o in changed], [o.filled_quote for o in changed],
+                                         [o.fee_paid for o in changed], [o.state for o in changed],
+                                         [o.done_reason for o in changed]]
+        self._seq = fresh[-1]["seq"]
         res.applied = len(fresh)
-        return res
+        prepared = _Prepared(base_seq, self._seq, last_id, trades, order_arrays, command_rows, aggregate(deltas), res,
+                             frozenset(dirty))
+        self._forget(prepared.dirty_ids)
+        return prepared
+
+    async def _write(self, p: _Prepared) -> SettleResult:
+        """Write one prepared batch in ONE transaction: trades (COPY), order states, settled
+        commands, journal, balances (one upsert in sorted lock order) and the offset."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            off = await conn.fetchrow(
+                "SELECT stream_id, last_seq FROM settlement_offsets WHERE market = $1 FOR UPDATE", self.symbol)
+            assert off is not None
+            if int(off["last_seq"]) != p.base_seq:
+                raise StaleBatchError(f"settlement {self.symbol}: the offset row holds seq {off['last_seq']}, "
+                                      f"the batch was computed on {p.base_seq}")
+            if not p.result.applied:
+                if stream_id_key(p.last_id) > stream_id_key(off["stream_id"]):
+                    await conn.execute("UPDATE settlement_offsets SET stream_id = $2 WHERE market = $1",
+                                       self.symbol, p.last_id)
+                return p.result
+            # order states, settled commands, journal (net change per user and asset), balances and
+            # the offset: one statement
+            also = ["UPDATE settlement_offsets SET stream_id = $8, last_seq = $9 WHERE market = $7"]
+            also_args: list[Any] = [self.symbol, p.last_id, p.last_seq]
+            await insert_rows(conn, "trades", TRADE_COLUMNS, TRADE_TYPES, p.trades, also, also_args)
+            if p.order_arrays[0]:
+                q = [f"${7 + len(also_args) + i}" for i in range(7)]
+                also.append(
+                    "UPDATE orders o SET frozen_remaining = d.fr, filled_lots = d.fl, filled_quote = d.fq, "
+                    "fee_paid = d.fee, state = d.st, done_reason = d.dr, updated_at = now() "
+                    f"FROM unnest({q[0]}::bigint[], {q[1]}::bigint[], {q[2]}::bigint[], {q[3]}::bigint[], "
+                    f"{q[4]}::bigint[], {q[5]}::text[], {q[6]}::text[]) AS d(id, fr, fl, fq, fee, st, dr) "
+                    "WHERE o.id = d.id")
+                also_args += p.order_arrays
+            command_sql, command_args = self._commands.statement(p.command_rows, 7 + len(also_args))
+            also.append(command_sql)
+            also_args += command_args
+            p.result.balances = await upsert_journal_and(conn, p.net, "settle", p.last_seq, tuple(also),
+                                                         tuple(also_args))
+        return p.result
