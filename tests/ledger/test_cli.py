@@ -58,6 +58,7 @@ async def test_audit_cli_clean_then_tampered(db_url: str) -> None:
 async def test_run_cli_freezes_and_stops_on_sigterm(db_url: str, redis_url: str) -> None:
     conn = await asyncpg.connect(db_url)
     redis = Redis.from_url(redis_url)
+    proc: asyncio.subprocess.Process | None = None
     try:
         async with conn.transaction():
             from ledger.demo import seed_demo
@@ -75,12 +76,12 @@ async def test_run_cli_freezes_and_stops_on_sigterm(db_url: str, redis_url: str)
         assert line.startswith(b"ledger: consumers running: 2 intake shard(s)")
         req = PlaceOrderRequest("cli", "", 21, "BTC-USDT", "buy", "limit", "30000", "0.001", None, 1)
         await redis.xadd(intake_stream(21 % 2), {BATCH_FIELD: encode_requests([req])})
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(30):  # committed, then forwarded to the engine
             while True:
-                if await conn.fetchval("SELECT count(*) FROM orders WHERE user_id = 21"):
+                raw: Any = await redis.xlen("match:in{BTC-USDT}")
+                if raw and await conn.fetchval("SELECT count(*) FROM orders WHERE user_id = 21"):
                     break
                 await asyncio.sleep(0.05)
-        raw: Any = await redis.xlen("match:in{BTC-USDT}")
         assert raw == 1
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
@@ -88,5 +89,8 @@ async def test_run_cli_freezes_and_stops_on_sigterm(db_url: str, redis_url: str)
         assert b"ledger: stopped" in rest
         assert await conn.fetchval("SELECT frozen FROM balances WHERE user_id = 21 AND asset = 'USDT'") == 30_000_000
     finally:
+        if proc is not None and proc.returncode is None:  # a failed assertion above: do not leave the service running
+            proc.kill()
+            await proc.wait()
         await redis.aclose()
         await conn.close()
