@@ -341,6 +341,24 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a server and its children: the process itself (with the children it has
+    reaped) plus every live child (PostgreSQL's backends). Linux /proc."""
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        proc_pid, ppid = int(stat.parent.name), int(fields[1])
+        if proc_pid == pid:
+            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        elif ppid == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tck
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -400,6 +418,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         db_url = pg_server.url("postgres")
         asyncio.run(_setup_db(db_url, args.users))
+        assert pg_server.proc is not None and redis_server.proc is not None
+        pg_cpu0, redis_cpu0 = _tree_cpu_s(pg_server.proc.pid), _cpu_s(redis_server.proc.pid)
         env = {**os.environ, "COFFER_DATABASE_URL": db_url, "COFFER_REDIS_URL": redis_server.url,
                "COFFER_INTAKE_SHARDS": str(args.shards), "COFFER_LOG_LEVEL": "WARNING"}
         logs = tmp / "logs"
@@ -411,8 +431,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                               stderr=subprocess.STDOUT, start_new_session=True))
         result = asyncio.run(_measure(args, db_url, redis_server.url, procs))
         # where the CPU went (the whole run, setup excluded for the children)
+        assert pg_server.proc is not None and redis_server.proc is not None
         result["cpu_s"] = {"ledger": round(_cpu_s(procs[0].pid), 1), "matcher": round(_cpu_s(procs[1].pid), 1),
-                           "bench_client": round(_cpu_s(os.getpid()), 1)}
+                           "bench_client": round(_cpu_s(os.getpid()), 1),
+                           "postgres": round(_tree_cpu_s(pg_server.proc.pid) - pg_cpu0, 1),
+                           "redis": round(_cpu_s(redis_server.proc.pid) - redis_cpu0, 1)}
+        result["cpu_s_note"] = ("whole run (both latency phases and the throughput phase); postgres and redis from "
+                                "the start of the services' work, setup excluded; 2 cores = 2 CPU-seconds per second")
         result["load_avg_1m"] = round(os.getloadavg()[0], 2)
         return result
     finally:

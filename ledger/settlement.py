@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from ledger.arithmetic import Delta, OrderHold, release_deltas, settle_trade
+from ledger.arithmetic import OrderHold, release_deltas, settle_trade
 from ledger.consumer_loop import RecoveringLoop
 from ledger.errors import ArithmeticInvariantError, LedgerError
 from ledger.intake import ReadAhead, _retrieve, publish_many, publish_script, stream_id_key
 from ledger.intake_protocol import encode_user_events, user_events_channel
 from ledger.markets import Market
 from ledger.recovery import CommandLog
-from ledger.repo import aggregate, insert_rows, load_markets, upsert_journal_and
+from ledger.repo import insert_rows, load_markets, upsert_journal_and
 from matcher import keys
 from matcher.protocol import BATCH_FIELD, DoneReason, ProtocolError
 
@@ -318,7 +318,8 @@ class SettlementConsumer(RecoveringLoop):
         orders = self._orders
         command_rows = self._commands.segment(fresh, lambda oid: orders[oid].state)  # before states change
         trades: list[tuple[Any, ...]] = []
-        deltas: list[Delta] = []
+        net: dict[tuple[int, str], list[int]] = {}  # the batch's net change per (user, asset)
+        net_get = net.get
         symbol, base, quote = self.symbol, m.base, m.quote
         events_of = res.events
         dirty: set[int] = set()
@@ -336,7 +337,13 @@ class SettlementConsumer(RecoveringLoop):
                     sell=OrderHold(sell.id, sell.user_id, sell.side, sell.type, sell.price_ticks,
                                    sell.frozen_remaining),
                     price_ticks=price, qty_lots=qty, taker_side=taker_side)
-                deltas.extend(eff.deltas)
+                for user, asset, d_available, d_frozen in eff.deltas:
+                    cur = net_get((user, asset))
+                    if cur is None:
+                        net[(user, asset)] = [d_available, d_frozen]
+                    else:
+                        cur[0] += d_available
+                        cur[1] += d_frozen
                 quote_amount = eff.quote_amount
                 buy.frozen_remaining -= eff.buy_consumed
                 sell.frozen_remaining -= eff.sell_consumed
@@ -364,7 +371,14 @@ class SettlementConsumer(RecoveringLoop):
                                              "state": "open", "filled_lots": o.filled_lots, "ts_ms": e["ts_ms"]})
             elif kind == "done":
                 o = orders[e["oid"]]
-                deltas.extend(release_deltas(o.user_id, o.frozen_asset, o.frozen_remaining))
+                for user, asset, d_available, d_frozen in release_deltas(o.user_id, o.frozen_asset,
+                                                                          o.frozen_remaining):
+                    cur = net_get((user, asset))
+                    if cur is None:
+                        net[(user, asset)] = [d_available, d_frozen]
+                    else:
+                        cur[0] += d_available
+                        cur[1] += d_frozen
                 o.frozen_remaining = 0
                 o.state = FINAL_STATE[e["reason"]]
                 o.done_reason = e["detail"] or e["reason"]
@@ -381,7 +395,8 @@ class SettlementConsumer(RecoveringLoop):
                                          [o.done_reason for o in changed]]
         self._seq = fresh[-1]["seq"]
         res.applied = len(fresh)
-        prepared = _Prepared(base_seq, self._seq, last_id, trades, order_arrays, command_rows, aggregate(deltas), res,
+        nonzero = {k: v for k, v in net.items() if v[0] or v[1]}
+        prepared = _Prepared(base_seq, self._seq, last_id, trades, order_arrays, command_rows, nonzero, res,
                              frozenset(dirty))
         self._forget(prepared.dirty_ids)
         return prepared
