@@ -40,6 +40,42 @@ def test_requests_round_trip_and_bad_items_are_isolated() -> None:
     assert isinstance(decode_requests(b"\xc1")[0], IntakeProtocolError)
 
 
+def test_wrongly_typed_or_unknown_fields_are_protocol_errors_in_place() -> None:
+    good = {"t": "cancel_all", "rid": "r", "reply_to": "", "user": 1, "ts_ms": 1}
+    place = {"t": "place", "rid": "p", "reply_to": "", "user": 1, "market": "BTC-USDT", "side": "buy",
+             "type": "limit", "price": "10", "qty": "0.5", "funds": None, "ts_ms": 1}
+    raw = msgpack.packb([{**good, "user": "1"}, good, {**place, "price": 10.5}, {**good, "extra": 1}, 5, place,
+                         {**place, "side": "sideways", "tif": "GTD"}])
+    out = decode_requests(raw)
+    assert isinstance(out[0], IntakeProtocolError) and "Expected `int`, got `str` - at `$.user`" in str(out[0])
+    assert out[1] == CancelAllRequest("r", "", 1, 1)
+    # money never arrives as a float: a price must be a decimal string
+    assert isinstance(out[2], IntakeProtocolError) and "`$.price`" in str(out[2])
+    assert isinstance(out[3], IntakeProtocolError) and "unknown field `extra`" in str(out[3])
+    assert isinstance(out[4], IntakeProtocolError)
+    assert out[5] == PlaceOrderRequest("p", "", 1, "BTC-USDT", "buy", "limit", "10", "0.5", None, 1)
+    # values outside side/type/tif/stp pass decoding: the ledger rejects them with a reason the client sees
+    assert isinstance(out[6], PlaceOrderRequest) and out[6].side == "sideways" and out[6].tif == "GTD"
+    assert [isinstance(x, IntakeProtocolError) for x in decode_requests(msgpack.packb({"a": 1}))] == [True]
+    assert isinstance(decode_requests(b"")[0], IntakeProtocolError)
+    assert isinstance(decode_requests(msgpack.packb([good]) + b"\x00")[0], IntakeProtocolError)
+
+
+def test_request_encoding_is_the_map_the_api_always_wrote() -> None:
+    """Field order, every field present, then the tag `t`: the bytes of the former dataclasses."""
+    r = PlaceOrderRequest("r1", "ch", 7, "BTC-USDT", "buy", "limit", "30000.1", "0.001", None, 5, client_order_id="c")
+    expected = msgpack.packb([{"rid": "r1", "reply_to": "ch", "user": 7, "market": "BTC-USDT", "side": "buy",
+                               "type": "limit", "price": "30000.1", "qty": "0.001", "funds": None, "ts_ms": 5,
+                               "client_order_id": "c", "tif": "GTC", "post_only": False, "stp": "none",
+                               "t": "place"}], use_bin_type=True)
+    assert encode_requests([r]) == expected
+    c = CancelRequest("r2", "", 7, "BTC-USDT", 6, order_id=12)
+    assert encode_requests([c]) == msgpack.packb([{"rid": "r2", "reply_to": "", "user": 7, "market": "BTC-USDT",
+                                                   "ts_ms": 6, "order_id": 12, "client_order_id": None,
+                                                   "t": "cancel"}], use_bin_type=True)
+    assert r.t == "place" and c.t == "cancel"
+
+
 def test_reply_and_shard() -> None:
     r = Reply("r1", True, "place", "pending", order_id=5, client_order_id="c")
     assert decode_reply(encode_reply(r)) == r
