@@ -2,8 +2,9 @@
 
 `python -m bench.pipeline` starts a private Redis (AOF, appendfsync everysec) and a private
 PostgreSQL (fsync=off, full_page_writes=off: figures for the software path, not the disk),
-migrates, seeds the demo markets and funds many users, then runs `coffer ledger run` and
-`coffer matcher run` (BTC-USDT, ETH-USDT, ETH-BTC) as child processes, as `coffer up` does.
+migrates, seeds the demo markets and funds many users, then runs `coffer ledger run` (intake, and
+settlement + withdrawals, in two processes) and `coffer matcher run` (BTC-USDT, ETH-USDT, ETH-BTC)
+as child processes, as `coffer up` does (`--ledger-procs 1`: one ledger process).
 The generator writes a seeded mixed flow (about 60% resting limits, 25% crossing limits and
 market orders, 15% cancels by client order id) straight into the `intake{k}` streams, batched
 per XADD entry as ledger/intake_protocol.py allows, in three phases:
@@ -424,7 +425,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "COFFER_INTAKE_SHARDS": str(args.shards), "COFFER_LOG_LEVEL": "WARNING"}
         logs = tmp / "logs"
         logs.mkdir()
-        for name, argv in (("ledger", ["ledger", "run"]),
+        ledgers = ([("ledger", ["ledger", "run"])] if args.ledger_procs == 1 else
+                   [("ledger-intake", ["ledger", "run", "--roles", "intake"]),
+                    ("ledger-settlement", ["ledger", "run", "--roles", "settlement,withdrawals"])])
+        for name, argv in (*ledgers,
                            ("matcher", ["matcher", "run", *[a for m in MARKETS for a in ("--market", m)]])):
             with open(logs / f"{name}.log", "wb") as log:
                 procs.append(subprocess.Popen([sys.executable, "-m", "coffer", *argv], env=env, stdout=log,
@@ -432,7 +436,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result = asyncio.run(_measure(args, db_url, redis_server.url, procs))
         # where the CPU went (the whole run, setup excluded for the children)
         assert pg_server.proc is not None and redis_server.proc is not None
-        result["cpu_s"] = {"ledger": round(_cpu_s(procs[0].pid), 1), "matcher": round(_cpu_s(procs[1].pid), 1),
+        names = [name for name, _argv in ledgers] + ["matcher"]
+        result["ledger_processes"] = len(ledgers)
+        result["cpu_s"] = {**{name: round(_cpu_s(p.pid), 1) for name, p in zip(names, procs, strict=True)},
                            "bench_client": round(_cpu_s(os.getpid()), 1),
                            "postgres": round(_tree_cpu_s(pg_server.proc.pid) - pg_cpu0, 1),
                            "redis": round(_cpu_s(redis_server.proc.pid) - redis_cpu0, 1)}
@@ -461,6 +467,8 @@ def main() -> None:
                         help="also measure latency at this lower offered rate first (0: skip)")
     parser.add_argument("--throughput-s", type=float, default=30.0)
     parser.add_argument("--max-backlog", type=int, default=20_000)
+    parser.add_argument("--ledger-procs", type=int, choices=(1, 2), default=2,
+                        help="2 (as `coffer up`): intake and settlement in two processes; 1: one `ledger run`")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (data and service logs)")
     args = parser.parse_args()
     result = run(args)

@@ -48,7 +48,11 @@ def plan_services(settings: Settings, parser: argparse.ArgumentParser) -> list[S
     """The child services to start, in start order (stopped in reverse)."""
     candidates: list[ServiceSpec] = []
     if has_command(parser, ("ledger", "run")):
-        candidates.append(ServiceSpec("ledger", ("ledger", "run"), ready_line="ledger: consumers running"))
+        # two processes, so intake and settlement use both cores (each is one Python event loop)
+        candidates.append(ServiceSpec("ledger-intake", ("ledger", "run", "--roles", "intake"),
+                                      ready_line="ledger: consumers running"))
+        candidates.append(ServiceSpec("ledger-settlement", ("ledger", "run", "--roles", "settlement,withdrawals"),
+                                      ready_line="ledger: consumers running"))
     if has_command(parser, ("matcher", "run")):
         argv: list[str] = ["matcher", "run"]
         for market in DEMO_MARKETS:

@@ -22,6 +22,9 @@ def register(sub: Any) -> None:
     audit.add_argument("--database-url", default=None, help="PostgreSQL URL (default COFFER_DATABASE_URL)")
     audit.set_defaults(func=_audit)
     run = cmds.add_parser("run", help="run the intake and settlement consumers until SIGTERM/SIGINT")
+    run.add_argument("--roles", default="intake,settlement,withdrawals",
+                     help="which consumers this process runs (comma-separated; default all): intake, settlement, "
+                          "withdrawals; run each role in one process only")
     run.set_defaults(func=_run)
     seed = cmds.add_parser("seed-demo", help="insert the demo assets (BTC, ETH, USDT) and markets")
     seed.add_argument("--database-url", default=None, help="PostgreSQL URL (default COFFER_DATABASE_URL)")
@@ -62,9 +65,9 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ledger.service import serve
+    from ledger.service import parse_roles, serve
 
-    return serve(Settings.from_env())
+    return serve(Settings.from_env(), parse_roles(args.roles))
 
 
 def _seed(args: argparse.Namespace) -> int:

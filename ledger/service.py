@@ -77,8 +77,24 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+ROLES = ("intake", "settlement", "withdrawals")
+
+
+def parse_roles(text: str) -> frozenset[str]:
+    """`intake,settlement` -> the set; refuses an unknown or empty list with what is allowed."""
+    roles = frozenset(r.strip() for r in text.split(",") if r.strip())
+    unknown = sorted(roles - set(ROLES))
+    if unknown or not roles:
+        raise LedgerError(f"--roles takes a comma-separated list of {', '.join(ROLES)}; got {text!r}")
+    return roles
+
+
 async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int = 5000,
-                     with_withdrawals: bool = True) -> None:
+                     roles: frozenset[str] = frozenset(ROLES)) -> None:
+    """Run the consumers of `roles` until `stop`: every intake shard, a settlement consumer per
+    enabled market, the withdrawal processor. One process may run them all; `coffer up` runs the
+    intake in one process and settlement + withdrawals in another, so the two use both cores (each
+    consumer is fenced by its offset row lock, so a role must run in one process only)."""
     import asyncpg
     from redis.asyncio import Redis
 
@@ -92,32 +108,35 @@ async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int
         await conn.close()
     # one connection per intake consumer, two per settlement consumer (its write and, meanwhile,
     # the read of the next batch's orders), and spares for the withdrawal processor
-    pool = await create_pool(db_url, settings.intake_shards + 2 * len(markets) + 4)
+    shards = settings.intake_shards if "intake" in roles else 0
+    if "settlement" not in roles:
+        markets = []
+    pool = await create_pool(db_url, shards + 2 * len(markets) + 4)
     redis = Redis.from_url(redis_url)
     try:
-        intakes = [IntakeConsumer(pool, redis, shard=k, batch_size=batch_size)
-                   for k in range(settings.intake_shards)]
+        intakes = [IntakeConsumer(pool, redis, shard=k, batch_size=batch_size) for k in range(shards)]
         settlements = [SettlementConsumer(pool, redis, market=m, batch_size=batch_size) for m in markets]
-        print(f"{READY_LINE}: {len(intakes)} intake shard(s), {len(settlements)} market(s)", flush=True)
+        extra = ", withdrawal processor" if "withdrawals" in roles else ""
+        print(f"{READY_LINE}: {len(intakes)} intake shard(s), {len(settlements)} market(s){extra}", flush=True)
         async with asyncio.TaskGroup() as tg:
             for c in intakes:
                 tg.create_task(c.run(stop))
             for s in settlements:
                 tg.create_task(s.run(stop))
-            if with_withdrawals:
+            if "withdrawals" in roles:
                 tg.create_task(_withdrawal_processor(pool, stop))
     finally:
         await redis.aclose()
         await pool.close()
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, roles: frozenset[str] = frozenset(ROLES)) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_ledger(settings, stop)
+        await run_ledger(settings, stop, roles=roles)
 
     tune_gc()
     asyncio.run(main())

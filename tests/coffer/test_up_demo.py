@@ -31,7 +31,8 @@ def test_demo_stack_credits_deposits_and_trades_then_stops_cleanly() -> None:
     )
     try:
         out = _read_until_ready(proc, timeout_s=120)
-        for name in ("chain-eth", "chain-btc", "ledger", "matcher", "api-trading", "watcher-btc", "demo user"):
+        for name in ("chain-eth", "chain-btc", "ledger-intake", "ledger-settlement", "matcher", "api-trading",
+                     "watcher-btc", "demo user"):
             assert name in out, out
         creds = json.loads((data / "demo-user.json").read_text())
         assert creds["secret"] in out  # printed once for the newcomer

@@ -94,3 +94,22 @@ async def test_run_cli_freezes_and_stops_on_sigterm(db_url: str, redis_url: str)
             await proc.wait()
         await redis.aclose()
         await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_run_cli_refuses_unknown_roles() -> None:
+    rc, _out, err = await _coffer("ledger", "run", "--roles", "intake,settle", env={})
+    assert rc != 0
+    assert err.startswith("coffer: error: --roles takes a comma-separated list of intake, settlement, withdrawals")
+    assert "'intake,settle'" in err and "Traceback" not in err
+
+
+def test_parse_roles() -> None:
+    from ledger.errors import LedgerError
+    from ledger.service import parse_roles
+
+    assert parse_roles("intake") == {"intake"}
+    assert parse_roles(" settlement , withdrawals ") == {"settlement", "withdrawals"}
+    for bad in ("", ",", "intake,bogus"):
+        with pytest.raises(LedgerError, match="--roles takes"):
+            parse_roles(bad)
