@@ -84,15 +84,28 @@ def test_reply_and_shard() -> None:
 
 
 def test_fast_command_encoding_equals_the_protocol_encoding() -> None:
-    from ledger.intake import encode_commands
+    import dataclasses
+
+    import msgspec
+
+    from ledger.intake import PlaceCommand, encode_commands
     from matcher.protocol import CancelOrder, PlaceOrder, encode_batch
 
-    cmds: list[Any] = [
-        PlaceOrder(1, 2, "buy", "limit", 100, 5, None, "GTC", False, "none", 0, 1, 7),
-        PlaceOrder(3, 2, "buy", "market", None, None, 77, "IOC", False, "cancel_taker", 1, 2, 8),
-        CancelOrder(1, 2, 0, 3, 9),
+    # the intake's PlaceCommand is PlaceOrder's twin: same fields in the same order, same defaults
+    twin = [(f.name, f.default) for f in msgspec.structs.fields(PlaceCommand)]
+    assert twin == [(f.name, msgspec.NODEFAULT if f.default is dataclasses.MISSING else f.default)
+                    for f in dataclasses.fields(PlaceOrder)]
+    args: list[tuple[Any, ...]] = [
+        (1, 2, "buy", "limit", 100, 5, None, "GTC", False, "none", 0, 1, 7),
+        (3, 2, "buy", "market", None, None, 77, "IOC", False, "cancel_taker", 1, 2, 8),
+        (2**62, 2**40, "sell", "limit", 2**31, 2**33, None, "FOK", True, "cancel_both", 255, 2**63 - 1, 2**41),
+        (0, 1, "sell", "market", None, 65536, None, "GTC", False, "none", 65535, 128, 127),
     ]
+    cmds: list[Any] = [PlaceOrder(*a) for a in args]
+    cmds += [CancelOrder(1, 2, 0, 3, 9), CancelOrder(2**50, 300, 7, 70000, 1)]
+    fast: list[Any] = [PlaceCommand(*a) for a in args] + cmds[len(args):]
     assert encode_commands(cmds) == encode_batch(cmds)
+    assert encode_commands(fast) == encode_batch(cmds)
 
 
 def test_settlement_reads_exactly_the_protocol_event_fields() -> None:
