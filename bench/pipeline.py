@@ -275,7 +275,7 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
     waits = 0
     while time.perf_counter() - t0 < seconds:
         now = time.perf_counter()
-        if now - last_check > 0.05 or sender.sent - consumed > max_backlog or unsettled > max_backlog:
+        if now - last_check > 0.2 or sender.sent - consumed > max_backlog or unsettled > max_backlog:
             last_check = now
             consumed = await sender.consumed(pool)
             lo, hi = await _unsettled(pool, low)

@@ -38,6 +38,12 @@ class ArithmeticInvariantError(LedgerError):
     """A settlement would break a ledger invariant (frozen below zero, overfill)."""
 
 
+class BalanceMovedError(LedgerError):
+    """A batch computed on balances read without a lock would take an available balance below
+    zero: the balance fell meanwhile (a deposit reversal). The batch is computed again on
+    locked rows."""
+
+
 class IntakeProtocolError(LedgerError):
     """An intake stream entry that does not decode into a known request."""
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ledger.arithmetic import Delta
+from ledger.errors import BalanceMovedError
 from ledger.markets import MARKET_COLUMNS, Market
 
 if TYPE_CHECKING:
@@ -75,15 +76,23 @@ async def upsert_deltas(
 
 async def upsert_journal_and(
     conn: asyncpg.Connection, net: dict[BalanceKey, list[int]], kind: str, ref_id: int,
-    also: tuple[str, ...] = (), also_args: tuple[object, ...] = (),
+    also: tuple[str, ...] = (), also_args: tuple[object, ...] = (), *, guard: bool = False,
 ) -> list[tuple[int, str, int, int]]:
     """`upsert_deltas` + the batch's journal rows (as `journal.net_journal_rows`: one per (user,
     asset), same sorted order) + the `also` statements (the batch's other data-modifying
     statements: offset update, order states; their parameters start at $7) in ONE statement,
     so a consumer batch ends in one round trip. Balance rows are still upserted sorted (fixed
     lock order); PostgreSQL runs every data-modifying CTE exactly once, to completion. Returns
-    the new (user, asset, available, frozen) of each touched row."""
+    the new (user, asset, available, frozen) of each touched row.
+
+    `guard`: the batch was computed on balances read WITHOUT a lock (`lock_known_users(lock=False)`); a row
+    whose available would go below zero while its delta is negative is then not updated, and
+    BalanceMovedError is raised (the caller's transaction rolls back and the batch is computed
+    again on locked rows). Sound because, besides the consumer itself, only a deposit reversal
+    lowers an available balance; everything else concurrent (settlement, deposit credits,
+    withdrawal releases) only raises it, which cannot invalidate an accepted freeze."""
     ctes = "".join(f", also{i} AS ({sql})" for i, sql in enumerate(also))
+    where = "\n            WHERE EXCLUDED.available >= 0 OR b.available + EXCLUDED.available >= 0" if guard else ""
     if not net:
         if also:
             # alone, their parameters are $1...: shift them down by the six of the combined form
@@ -102,12 +111,15 @@ async def upsert_journal_and(
         INSERT INTO balances AS b (user_id, asset, available, frozen)
         SELECT u, a, av, fr FROM d
         ON CONFLICT (user_id, asset) DO UPDATE
-            SET available = b.available + EXCLUDED.available, frozen = b.frozen + EXCLUDED.frozen
+            SET available = b.available + EXCLUDED.available, frozen = b.frozen + EXCLUDED.frozen{where}
         RETURNING user_id, asset, available, frozen
         """,
         [k[0] for k in keys], [k[1] for k in keys], [net[k][0] for k in keys], [net[k][1] for k in keys],
         kind, ref_id, *also_args,
     )
+    if guard and len(rows) != len(keys):
+        moved = sorted(set(keys) - {(r["user_id"], r["asset"]) for r in rows})
+        raise BalanceMovedError(f"available balance fell under a batch computed without locks: {moved[:3]}")
     return [(r["user_id"], r["asset"], int(r["available"]), int(r["frozen"])) for r in rows]
 
 
@@ -135,23 +147,26 @@ async def insert_rows(
     also_args.extend(list(col) for col in zip(*rows, strict=True))
 
 
+_KNOWN_USERS = """
+    WITH b AS (
+        SELECT user_id, asset, available, frozen FROM balances WHERE user_id = ANY($1::bigint[])
+        ORDER BY user_id, asset{lock}
+    )
+    SELECT user_id, asset, available, frozen FROM b
+    UNION ALL
+    SELECT id, NULL, NULL, NULL FROM users WHERE id = ANY($1::bigint[])
+"""
+
+
 async def lock_known_users(
-    conn: asyncpg.Connection, user_ids: list[int]
+    conn: asyncpg.Connection, user_ids: list[int], *, lock: bool = True
 ) -> tuple[set[int], dict[BalanceKey, list[int]]]:
     """`lock_users` and which of `user_ids` exist, in one round trip: returns
-    (existing user ids, {(user, asset): [available, frozen]} of the locked rows)."""
-    rows = await conn.fetch(
-        """
-        WITH b AS (
-            SELECT user_id, asset, available, frozen FROM balances WHERE user_id = ANY($1::bigint[])
-            ORDER BY user_id, asset FOR UPDATE
-        )
-        SELECT user_id, asset, available, frozen FROM b
-        UNION ALL
-        SELECT id, NULL, NULL, NULL FROM users WHERE id = ANY($1::bigint[])
-        """,
-        user_ids,
-    )
+    (existing user ids, {(user, asset): [available, frozen]} of the locked rows).
+    `lock=False` reads the rows without locking them (pair it with `upsert_journal_and(guard=True)`):
+    the balance rows are then locked only by the batch's final upsert, so settlement and deposit
+    credits of the same users do not wait for the consumer's whole transaction."""
+    rows = await conn.fetch(_KNOWN_USERS.format(lock=" FOR UPDATE" if lock else ""), user_ids)
     users: set[int] = set()
     bal: dict[BalanceKey, list[int]] = {}
     for user, asset, available, frozen in rows:
