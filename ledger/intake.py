@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import msgpack
 import msgspec
 
 from ledger.arithmetic import Delta, freeze_deltas, order_freeze, order_notional, withdrawal_hold_deltas
@@ -37,6 +36,7 @@ from ledger.intake_protocol import (
     WithdrawRequest,
     decode_batch,
     decode_requests,
+    encode_reply,
     encode_user_events,
     intake_stream,
     user_events_channel,
@@ -139,14 +139,6 @@ def _remember(cache: dict[str, int], text: str, value: int) -> int:
 
 
 _GRID_CACHE_MAX = 100_000
-
-
-def encode_reply_fast(r: Reply) -> bytes:
-    """The same bytes as `intake_protocol.encode_reply(r)` (same keys in field order; every field
-    is a scalar, so the shallow map is what `asdict` builds) without `asdict`'s deep copy."""
-    return bytes(msgpack.packb({"rid": r.rid, "ok": r.ok, "kind": r.kind, "state": r.state, "order_id": r.order_id,
-                                "client_order_id": r.client_order_id, "reason": r.reason, "duplicate": r.duplicate,
-                                "withdrawal_id": r.withdrawal_id, "canceled": r.canceled}, use_bin_type=True))
 
 
 # PUBLISH of many (channel, message) pairs in one command: one reply to parse instead of one
@@ -383,7 +375,7 @@ class IntakeConsumer(RecoveringLoop):
     async def _publish(self, result: BatchResult) -> None:
         """Replies now (the API is waiting); balance events in the background, overlapping the
         next batch, one batch in flight so each user's events stay in order."""
-        await publish_many(self._publish_script, [(ch, encode_reply_fast(r)) for ch, r in result.replies if ch])
+        await publish_many(self._publish_script, [(ch, encode_reply(r)) for ch, r in result.replies if ch])
         await self.flush_events()
         if result.balances:
             self._publishing = asyncio.create_task(self._publish_balances(result.balances))
@@ -531,7 +523,20 @@ class IntakeConsumer(RecoveringLoop):
                     continue
                 oid = next(oid_iter)
                 iid += 1
-                apply(freeze_deltas(user, frz), "freeze", oid)
+                for d_user, d_asset, d_available, d_frozen in freeze_deltas(user, frz):  # apply(), inlined
+                    key = (d_user, d_asset)
+                    cur = bal.get(key)
+                    if cur is None:
+                        bal[key] = [d_available, d_frozen]
+                    else:
+                        cur[0] += d_available
+                        cur[1] += d_frozen
+                    acc = net.get(key)
+                    if acc is None:
+                        net[key] = [d_available, d_frozen]
+                    else:
+                        acc[0] += d_available
+                        acc[1] += d_frozen
                 symbol = market.symbol
                 orders.append((oid, user, symbol, coid, r.side, typ, r.tif, r.post_only, r.stp, price, qty, funds,
                                frozen_asset, amount, amount, "pending", shard, iid, r.ts_ms))

@@ -33,7 +33,6 @@ the order's `pending`/`rejected` outcome travels in the reply only.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
 import msgpack
@@ -136,10 +135,10 @@ Request = PlaceOrderRequest | CancelRequest | CancelAllRequest | WithdrawRequest
 _BATCH = msgspec.msgpack.Decoder(list[Request])
 _ITEM = msgspec.msgpack.Decoder(Request)
 _RAW_ITEMS = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_ENCODER = msgspec.msgpack.Encoder()
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     rid: str
     ok: bool
     kind: str
@@ -151,6 +150,8 @@ class Reply:
     withdrawal_id: int | None = None
     canceled: int = 0  # cancel_all: how many cancels were forwarded
 
+
+_REPLY = msgspec.msgpack.Decoder(Reply)
 
 def encode_requests(items: list[Request]) -> bytes:
     """The value of field `b` of one `intake{k}` entry: one map per request, its fields in
@@ -193,21 +194,20 @@ def _preview(row: msgspec.Raw) -> str:
 
 
 def encode_reply(reply: Reply) -> bytes:
-    return bytes(msgpack.packb(asdict(reply), use_bin_type=True))
+    """The map of every field in declaration order (the bytes the dataclass version wrote)."""
+    return _ENCODER.encode(reply)
 
 
 def decode_reply(raw: bytes) -> Reply:
-    row = msgpack.unpackb(raw, raw=False)
-    if not isinstance(row, dict):
-        raise IntakeProtocolError("reply is not a map")
     try:
-        return Reply(**row)
-    except TypeError as exc:
+        return _REPLY.decode(raw)
+    except msgspec.DecodeError as exc:
         raise IntakeProtocolError(f"bad reply: {exc}") from exc
 
 
 def encode_user_events(user_id: int, events: list[dict[str, Any]]) -> bytes:
-    return bytes(msgpack.packb({"user": user_id, "events": events}, use_bin_type=True))
+    """msgpack of {"user", "events"} (msgspec writes the bytes msgpack.packb wrote, faster)."""
+    return _ENCODER.encode({"user": user_id, "events": events})
 
 
 def decode_user_events(raw: bytes) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import pytest
 
 from ledger.errors import IntakeProtocolError
 from ledger.intake_protocol import (
@@ -18,6 +19,7 @@ from ledger.intake_protocol import (
     decode_requests,
     encode_reply,
     encode_requests,
+    encode_user_events,
     intake_stream,
     shard_for_user,
 )
@@ -38,6 +40,10 @@ def test_requests_round_trip_and_bad_items_are_isolated() -> None:
     assert isinstance(out[0], IntakeProtocolError) and isinstance(out[1], IntakeProtocolError)
     assert out[2] == CancelAllRequest("r", "", 1, 1)
     assert isinstance(decode_requests(b"\xc1")[0], IntakeProtocolError)
+
+
+def asdict_reply(r: Reply) -> dict[str, Any]:
+    return {f: getattr(r, f) for f in r.__struct_fields__}
 
 
 def test_wrongly_typed_or_unknown_fields_are_protocol_errors_in_place() -> None:
@@ -79,6 +85,16 @@ def test_request_encoding_is_the_map_the_api_always_wrote() -> None:
 def test_reply_and_shard() -> None:
     r = Reply("r1", True, "place", "pending", order_id=5, client_order_id="c")
     assert decode_reply(encode_reply(r)) == r
+    # the map of every field in order: the bytes the API has always read
+    assert encode_reply(r) == msgpack.packb({"rid": "r1", "ok": True, "kind": "place", "state": "pending",
+                                             "order_id": 5, "client_order_id": "c", "reason": "",
+                                             "duplicate": False, "withdrawal_id": None, "canceled": 0})
+    for bad in (b"\xc1", msgpack.packb([1]), msgpack.packb({"rid": "r"}), msgpack.packb({**asdict_reply(r), "x": 1})):
+        with pytest.raises(IntakeProtocolError):
+            decode_reply(bad)
+    events: list[dict[str, Any]] = [{"type": "balance", "asset": "BTC", "available": v, "frozen": -v}
+                                    for v in (0, 1, 127, 128, 2**31, 2**32, 2**63 - 1, 10**15)]
+    assert encode_user_events(7, events) == msgpack.packb({"user": 7, "events": events}, use_bin_type=True)
     assert [shard_for_user(u, 4) for u in range(6)] == [0, 1, 2, 3, 0, 1]
     assert intake_stream(3) == "intake{3}"
 
@@ -109,8 +125,6 @@ def test_fast_command_encoding_equals_the_protocol_encoding() -> None:
 
 
 def test_settlement_reads_exactly_the_protocol_event_fields() -> None:
-    import pytest
-
     from ledger.settlement import decode_event_rows
     from matcher.protocol import (
         CancelRejected,
