@@ -1,10 +1,11 @@
 """The intake consumer of one user shard: `intake{k}` -> freeze, record -> `match:in{M}`.
 
 One loop: XREAD a batch of request entries after the stored offset; in ONE PostgreSQL
-transaction lock the shard's offset row and the users' balance rows (sorted), dedupe
-client_order_id, validate, freeze, insert orders (COPY), journal the batch's net change
-per (user, asset) (COPY, kind `intake`, ref = the batch's last iid), upsert balances
-(one statement), store the stream offset and the last intake id; commit; then XADD the
+transaction lock the shard's offset row, read the users' balance rows (unlocked; the final
+upsert is guarded, see `process`), dedupe client_order_id, validate, freeze, insert orders
+(COPY), journal the batch's net change per (user, asset) (kind `intake`, ref = the batch's
+last iid), upsert balances (one statement, rows in sorted lock order), store the stream
+offset and the last intake id; commit; then XADD the
 accepted commands to each market's `match:in{M}` (one batch per market) and publish the
 replies. Every forwarded command carries `shard` and a per-shard increasing `iid`, so a
 re-send is dropped by the engine's watermark. On (re)start the consumer re-sends its last
@@ -25,7 +26,7 @@ import msgspec
 
 from ledger.arithmetic import Delta, freeze_deltas, order_freeze, order_notional, withdrawal_hold_deltas
 from ledger.consumer_loop import RecoveringLoop
-from ledger.errors import InvalidAmountError, LedgerError
+from ledger.errors import BalanceMovedError, InvalidAmountError, LedgerError
 from ledger.intake_protocol import (
     BATCH_FIELD,
     CancelAllRequest,
@@ -317,8 +318,13 @@ class IntakeConsumer(RecoveringLoop):
         if n_entries >= self.batch_size:  # behind: read the next batch while this one commits
             self._ahead.start(last_id, self._fetch(last_id, None))
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                result = await self.process(conn, requests, last_id)
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    result = await self.process(conn, requests, last_id)
+            except BalanceMovedError as exc:  # a deposit reversal raced the batch: decide on locked rows
+                log.info("intake %d: %s; computing the batch again on locked balance rows", self.shard, exc)
+                async with self.pool.acquire() as conn, conn.transaction():
+                    result = await self.process(conn, requests, last_id, locked=True)
         except BaseException:
             self._ahead.drop()
             raise
@@ -398,8 +404,16 @@ class IntakeConsumer(RecoveringLoop):
 
     # ---- the transaction ---------------------------------------------------------------
 
-    async def process(self, conn: asyncpg.Connection, requests: list[Request], last_id: str) -> BatchResult:
-        """Apply one batch inside the caller's transaction (see module docstring)."""
+    async def process(self, conn: asyncpg.Connection, requests: list[Request], last_id: str, *,
+                      locked: bool = False) -> BatchResult:
+        """Apply one batch inside the caller's transaction (see module docstring).
+
+        The users' balance rows are read WITHOUT a lock (`locked=False`) and the batch's final
+        upsert is guarded: a row whose available would go below zero refuses the batch
+        (BalanceMovedError, only after a concurrent deposit reversal) and the caller runs it again
+        with `locked=True` (rows locked FOR UPDATE when read). So settlement and deposit credits
+        of the same users never wait for this batch's validation work, only for its last
+        statement and commit."""
         res = BatchResult()
         user_set: set[int] = set()
         n_places = 0
@@ -425,7 +439,7 @@ class IntakeConsumer(RecoveringLoop):
         if unknown_market:
             await self._load_reference(conn)
             specs = self._specs
-        users, bal = await lock_known_users(conn, sorted(user_set))  # read after the offset lock is held
+        users, bal = await lock_known_users(conn, sorted(user_set), lock=locked)  # after the offset lock
         known = await self._known_orders(conn, requests)
         by_id = {k.id: k for k in known}
         by_coid = {(k.user_id, k.client_order_id): k for k in known if k.client_order_id is not None}
@@ -580,7 +594,8 @@ class IntakeConsumer(RecoveringLoop):
         await insert_rows(conn, "orders", ORDER_COLUMNS, ORDER_TYPES, orders, also, also_args)
         await insert_rows(conn, "cancel_requests", CANCEL_COLUMNS, CANCEL_TYPES, cancels, also, also_args)
         nonzero = {k: v for k, v in net.items() if v[0] or v[1]}
-        res.balances = await upsert_journal_and(conn, nonzero, "intake", iid, tuple(also), tuple(also_args))
+        res.balances = await upsert_journal_and(conn, nonzero, "intake", iid, tuple(also), tuple(also_args),
+                                                guard=not locked)
         return res
 
     async def _known_orders(self, conn: asyncpg.Connection, requests: list[Request]) -> list[_Known]:

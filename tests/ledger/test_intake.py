@@ -274,3 +274,55 @@ async def test_withdrawal_hold_settle_release_are_idempotent(db_url: str, redis_
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await redis.aclose()
         await pool.close()
+
+
+class _ReversalRacesIntake(IntakeConsumer):
+    """An intake consumer during whose first batch a deposit reversal commits, after the batch has
+    read the balances (unlocked) and before its final upsert: the race the guard is for."""
+
+    reversal: tuple[asyncpg.Pool, str] | None = None
+    attempts: list[bool]
+
+    async def process(self, conn: asyncpg.Connection, requests: list[Any], last_id: str, *,
+                      locked: bool = False) -> Any:
+        self.attempts.append(locked)
+        return await super().process(conn, requests, last_id, locked=locked)
+
+    async def _known_orders(self, conn: asyncpg.Connection, requests: Any) -> Any:
+        if self.reversal is not None:
+            pool, key = self.reversal
+            self.reversal = None
+            async with pool.acquire() as other, other.transaction():  # waits for nothing: no row is locked
+                await asyncio.wait_for(reverse_deposit(other, deposit_key=key, reason="reorg"), 10)
+        return await super()._known_orders(conn, requests)
+
+
+@pytest.mark.asyncio
+async def test_a_reversal_racing_a_batch_makes_it_decide_again_on_locked_rows(db_url: str, redis_url: str) -> None:
+    pool, m = await _setup(db_url)
+    redis = Redis.from_url(redis_url)
+    pubsub = redis.pubsub()
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await credit_deposit(conn, deposit_key=f"{m}-extra", user_id=1, asset="USDT", amount=1_000_000, txid="t",
+                                 output_index=9)
+        assert await _balance(pool, 1, "USDT") == (2_000_000, 0)
+        await pubsub.subscribe(CH)
+        intake = _ReversalRacesIntake(pool, redis, shard=0)
+        intake.attempts = []
+        intake.reversal = (pool, f"{m}-extra")
+        await intake.start()
+        # freezes 10 * 150 lots * 1000 = 1,500,000: covered by what the batch read, not after the reversal
+        req = PlaceOrderRequest("race", CH, 1, m, "buy", "limit", "10", "0.15", None, 1)
+        await redis.xadd(intake_stream(0), {BATCH_FIELD: encode_requests([req])})
+        await intake.step(block_ms=0)
+        await intake.flush_events()
+        (reply,) = await _collect(pubsub, 1)
+        assert intake.attempts == [False, True]  # unlocked first, refused by the guard, then on locked rows
+        assert not reply.ok and "insufficient available USDT" in reply.reason
+        assert await _balance(pool, 1, "USDT") == (1_000_000, 0)  # nothing frozen
+        assert await pool.fetchval("SELECT count(*) FROM orders WHERE market = $1", m) == 0
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await redis.aclose()
+        await pool.close()
