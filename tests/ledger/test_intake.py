@@ -303,25 +303,27 @@ async def test_a_reversal_racing_a_batch_makes_it_decide_again_on_locked_rows(db
     redis = Redis.from_url(redis_url)
     pubsub = redis.pubsub()
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            await credit_deposit(conn, deposit_key=f"{m}-extra", user_id=1, asset="USDT", amount=1_000_000, txid="t",
-                                 output_index=9)
-        assert await _balance(pool, 1, "USDT") == (2_000_000, 0)
+        async with pool.acquire() as conn, conn.transaction():  # a user of its own (the module shares a database)
+            await conn.execute("INSERT INTO users (id) VALUES (71)")
+            for key in ("base", "extra"):
+                await credit_deposit(conn, deposit_key=f"{m}-{key}", user_id=71, asset="USDT", amount=1_000_000,
+                                     txid="t", output_index=9 if key == "extra" else 8)
+        assert await _balance(pool, 71, "USDT") == (2_000_000, 0)
         await pubsub.subscribe(CH)
         intake = _ReversalRacesIntake(pool, redis, shard=0)
         intake.attempts = []
         intake.reversal = (pool, f"{m}-extra")
         await intake.start()
         # freezes 10 * 150 lots * 1000 = 1,500,000: covered by what the batch read, not after the reversal
-        req = PlaceOrderRequest("race", CH, 1, m, "buy", "limit", "10", "0.15", None, 1)
+        req = PlaceOrderRequest("race", CH, 71, m, "buy", "limit", "10", "0.15", None, 1)
         await redis.xadd(intake_stream(0), {BATCH_FIELD: encode_requests([req])})
         await intake.step(block_ms=0)
         await intake.flush_events()
         (reply,) = await _collect(pubsub, 1)
         assert intake.attempts == [False, True]  # unlocked first, refused by the guard, then on locked rows
         assert not reply.ok and "insufficient available USDT" in reply.reason
-        assert await _balance(pool, 1, "USDT") == (1_000_000, 0)  # nothing frozen
-        assert await pool.fetchval("SELECT count(*) FROM orders WHERE market = $1", m) == 0
+        assert await _balance(pool, 71, "USDT") == (1_000_000, 0)  # nothing frozen
+        assert await pool.fetchval("SELECT count(*) FROM orders WHERE user_id = 71") == 0
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await redis.aclose()
