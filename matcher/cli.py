@@ -33,6 +33,8 @@ def register(sub: Any) -> None:
     run.add_argument("--market", action="append", required=True, help="market code, e.g. BTC-USDT (repeatable)")
     run.add_argument("--redis-url", default=None, help="default COFFER_REDIS_URL")
     run.add_argument("--snapshot-interval", type=float, default=10.0, help="seconds between book snapshots")
+    run.add_argument("--keep-input", action="store_true",
+                     help="never trim match:in (by default each snapshot trims it before the previous snapshot)")
     run.add_argument("--lease-ms", type=int, default=3000, help="leader lease time-to-live in milliseconds")
     run.add_argument("--batch", type=int, default=100, help="max match:in entries read per XREAD")
     run.set_defaults(func=_run)
@@ -78,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         raise MatcherError("--snapshot-interval must be > 0, --lease-ms >= 100 and --batch >= 1")
     config = RunnerConfig(
         markets=tuple(args.market), redis_url=_redis_url(args), snapshot_interval_s=args.snapshot_interval,
-        lease_ms=args.lease_ms, batch=args.batch,
+        lease_ms=args.lease_ms, batch=args.batch, trim_input=not args.keep_input,
     )
     return serve(config)
 

@@ -8,6 +8,7 @@ Every key one MULTI/EXEC touches shares the tag, so the same code runs on Redis 
                    `in_id` last consumed match:in entry id, `seq` last event seq,
                    `wm:<shard>` last accepted intake id per intake shard, `fence` lease token
 - `match:snap{M}`  the latest book snapshot (bytes) with the checkpoint it matches
+- `match:snap:prev{M}` the snapshot before it (the fallback; match:in is trimmed before its input id)
 - `match:lease{M}` leader lease (SET NX PX) holding the fencing token
 - `match:fence{M}` INCR counter giving fencing tokens
 """
@@ -29,6 +30,10 @@ def checkpoint(market: str) -> str:
 
 def snapshot(market: str) -> str:
     return f"match:snap{{{market}}}"
+
+
+def snapshot_prev(market: str) -> str:
+    return f"match:snap:prev{{{market}}}"
 
 
 def lease(market: str) -> str:

@@ -100,7 +100,8 @@ def start_runner(url: str, market: str, log_path: Path, *, snapshot_s: float = 0
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "coffer.cli", "matcher", "run", "--market", market, "--redis-url", url,
-             "--snapshot-interval", str(snapshot_s), "--lease-ms", str(lease_ms), "--batch", str(batch)],
+             "--snapshot-interval", str(snapshot_s), "--lease-ms", str(lease_ms), "--batch", str(batch),
+             "--keep-input"],  # the tests compare the output with every command they find in match:in
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
         )
 

@@ -36,7 +36,8 @@ def _coffer(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 async def test_run_two_markets_skip_poison_and_sigterm(redis_url: str, db_url: str, tmp_path: Path) -> None:
     r = aioredis.Redis.from_url(redis_url)
     markets = ("BTC-USDT", "ETH-USDT")
-    runner = _coffer(["matcher", "run", "--market", markets[0], "--market", markets[1], "--redis-url", redis_url],
+    runner = _coffer(["matcher", "run", "--market", markets[0], "--market", markets[1], "--redis-url", redis_url,
+                      "--keep-input"],
                      tmp_path / "run.log")
     md = _coffer(["matcher", "marketdata", "--market", markets[0], "--redis-url", redis_url, "--database-url",
                   db_url], tmp_path / "md.log")

@@ -28,7 +28,9 @@ M = "BTC-USDT"
 
 
 def _config(url: str, **kw: Any) -> RunnerConfig:
-    return RunnerConfig(markets=(M,), redis_url=url, **{"snapshot_interval_s": 0.05, "lease_ms": 1000, **kw})
+    # trim_input off: these tests compare the output with every command they find in match:in
+    return RunnerConfig(markets=(M,), redis_url=url,
+                        **{"snapshot_interval_s": 0.05, "lease_ms": 1000, "trim_input": False, **kw})
 
 
 def test_wire_rows_equal_protocol_encoding() -> None:
@@ -137,7 +139,7 @@ async def test_big_entries_commit_in_parts(redis_url: str) -> None:
 
 
 @pytest.mark.asyncio
-async def test_corrupt_snapshot_falls_back_to_full_replay(redis_url: str) -> None:
+async def test_corrupt_snapshots_fall_back_to_full_replay_of_an_untrimmed_input(redis_url: str) -> None:
     r = aioredis.Redis.from_url(redis_url)
     stop = asyncio.Event()
     try:
@@ -147,7 +149,8 @@ async def test_corrupt_snapshot_falls_back_to_full_replay(redis_url: str) -> Non
         await wait_caught_up(r, M)
         stop.set()
         await task
-        await r.hset(keys.snapshot(M), "engine", b"\x00garbage")
+        for key in (keys.snapshot(M), keys.snapshot_prev(M)):
+            await r.hset(key, "engine", b"\x00garbage")
         stop = asyncio.Event()
         runner = MarketRunner(r, M, _config(redis_url), stop)
         task = asyncio.create_task(runner.run())
@@ -159,6 +162,45 @@ async def test_corrupt_snapshot_falls_back_to_full_replay(redis_url: str) -> Non
         rows = await read_out(r, M)
         assert_sequenced(rows)
         assert rows == expected_wire(cmds)
+    finally:
+        stop.set()
+        await r.aclose()
+
+
+@pytest.mark.asyncio
+async def test_input_is_trimmed_behind_snapshots_and_a_corrupt_one_falls_back_to_the_previous(
+        redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    stop = asyncio.Event()
+    try:
+        cmds = sharded_flow(2000, seed=37, shards=1)
+        batches = [cmds[i:i + 20] for i in range(0, 2000, 20)]
+        config = _config(redis_url, trim_input=True, snapshot_interval_s=0.01, batch=5)
+        task = asyncio.create_task(MarketRunner(r, M, config, stop).run())
+        for i in range(0, 50, 5):  # in small steps, so several snapshots are written along the way
+            await xadd_batches(r, M, batches[i:i + 5])
+            await wait_caught_up(r, M, task=task)
+            await asyncio.sleep(0.02)
+        stop.set()
+        await task
+        prev: Any = await r.hget(keys.snapshot_prev(M), "in_id")
+        head: Any = await r.xrange(keys.match_in(M), count=1)
+        first = head[0][0]
+        assert prev is not None and first == prev, "match:in starts at the previous snapshot's input id"
+        assert await r.xlen(keys.match_in(M)) < 50
+        # the newest snapshot is unusable: recovery takes the previous one and replays after it
+        await r.hset(keys.snapshot(M), "engine", b"\x00garbage")
+        stop = asyncio.Event()
+        runner = MarketRunner(r, M, config, stop)
+        task = asyncio.create_task(runner.run())
+        await xadd_batches(r, M, batches[50:])
+        await wait_caught_up(r, M, task=task)
+        stop.set()
+        await task
+        assert runner.commands < 2000  # it did not (could not) replay from the first command
+        rows = await read_out(r, M)
+        assert_sequenced(rows)
+        assert rows == expected_wire(cmds), "the same output as one uninterrupted run"
     finally:
         stop.set()
         await r.aclose()
