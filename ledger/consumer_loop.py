@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from ledger.intake import ReadAhead
 
 log = logging.getLogger("ledger.consumers")
@@ -62,3 +65,37 @@ class RecoveringLoop:
                 backoff = min(backoff * 2, 5.0)
         self._ahead.drop()
         await self.flush_events()
+
+
+class StreamTrimmer:
+    """Trims a consumed stream behind a consumer's committed offset, at most every `every_s`:
+    the entries before it are never read again (a restart reads after the offset stored in
+    PostgreSQL, and re-sends come from PostgreSQL, not from the stream). `XTRIM ... MINID ~`
+    drops whole stream nodes only: cheap, and it never removes the entry at `min_id` or after.
+    Best effort: a failure is logged and retried at the next chance."""
+
+    def __init__(self, redis: Redis, stream: str, every_s: float = 1.0) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.every_s = every_s
+        self._last = time.monotonic()
+        self.trims = 0
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self.every_s
+
+    def skip(self) -> None:
+        """Nothing to trim now: ask again after `every_s`."""
+        self._last = time.monotonic()
+
+    async def trim(self, min_id: str) -> None:
+        self._last = time.monotonic()
+        if min_id == "0-0":
+            return
+        try:
+            reply: Any = await self.redis.xtrim(self.stream, minid=min_id, approximate=True)
+        except Exception as exc:  # the stream only grows a little longer
+            log.warning("trimming %s before %s failed: %s", self.stream, min_id, exc)
+            return
+        self.trims += 1
+        log.debug("trimmed %s entries of %s before %s", reply, self.stream, min_id)

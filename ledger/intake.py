@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ledger.arithmetic import Delta, freeze_deltas, order_freeze, order_notional, withdrawal_hold_deltas
-from ledger.consumer_loop import RecoveringLoop
+from ledger.consumer_loop import RecoveringLoop, StreamTrimmer
 from ledger.errors import BalanceMovedError, InvalidAmountError, LedgerError
 from ledger.intake_protocol import (
     BATCH_FIELD,
@@ -225,6 +225,7 @@ class IntakeConsumer(RecoveringLoop):
         self._publish_script = publish_script(redis)
         self._ahead = ReadAhead()
         self.stream = intake_stream(shard)
+        self._trimmer = StreamTrimmer(redis, self.stream)
         self.last_id = "0-0"
         self.markets: dict[str, Market] = {}
         # symbol -> (market, its parsed prices, its parsed quantities): the order flow repeats a
@@ -332,6 +333,8 @@ class IntakeConsumer(RecoveringLoop):
         if not result.skipped:
             # the engine's input and the API's replies go out side by side (two connections)
             await asyncio.gather(self._forward_new(result.forwards), self._publish(result))
+        if self._trimmer.due():
+            await self._trimmer.trim(last_id)  # committed: never read from the stream again
         return n_entries
 
     async def _fetch(self, from_id: str, block: int | None) -> tuple[int, str, list[Request]] | None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ledger.arithmetic import OrderHold, release_deltas, settle_trade
-from ledger.consumer_loop import RecoveringLoop
+from ledger.consumer_loop import RecoveringLoop, StreamTrimmer
 from ledger.errors import ArithmeticInvariantError, LedgerError
 from ledger.intake import ReadAhead, _retrieve, publish_many, publish_script, stream_id_key
 from ledger.intake_protocol import encode_user_events, user_events_channel
@@ -163,6 +163,8 @@ class SettlementConsumer(RecoveringLoop):
         self._publish_script = publish_script(redis)
         self._ahead = ReadAhead()
         self._commands = CommandLog(market)  # recovery record (ledger/recovery.py)
+        self._writing_id = self._committed_id = "0-0"
+        self._trimmer = StreamTrimmer(redis, self.stream)
 
     async def start(self) -> None:
         self._ahead.drop()
@@ -179,8 +181,25 @@ class SettlementConsumer(RecoveringLoop):
                                       self.symbol)
             assert off is not None
             self.last_id, self._seq = off["stream_id"], int(off["last_seq"])
+            self._committed_id = self.last_id
             self.market = (await load_markets(conn))[self.symbol]
             await self._commands.load(conn)
+
+    async def _trim(self) -> None:
+        """Trim match:out behind both of its consumers: this one's committed offset and the
+        market-data consumer's (`md:ckpt`). Without a market-data checkpoint nothing is trimmed:
+        a market-data consumer started later replays match:out from its first entry."""
+        try:
+            md: Any = await self.redis.hget(keys.md_checkpoint(self.symbol), "out_id")
+        except Exception as exc:  # best effort, as the trim itself
+            log.warning("settlement %s: no market-data checkpoint to trim against: %s", self.symbol, exc)
+            md = None
+        if md is None:
+            self._trimmer.skip()
+            return
+        md_id = md.decode() if isinstance(md, bytes) else str(md)
+        mine = self._committed_id
+        await self._trimmer.trim(mine if stream_id_key(mine) <= stream_id_key(md_id) else md_id)
 
     async def step(self, block_ms: int | None = None) -> int:
         """Read and compute one batch, then start writing it once the previous batch committed.
@@ -201,6 +220,7 @@ class SettlementConsumer(RecoveringLoop):
             raise
         self.last_id = last_id
         self._in_flight = prepared.dirty_ids
+        self._writing_id = last_id
         self._writing = asyncio.ensure_future(self._write(prepared))
         self._writing.add_done_callback(_retrieve)  # a failure is raised by _finish_write or start
         return n_entries
@@ -213,12 +233,15 @@ class SettlementConsumer(RecoveringLoop):
         if task is None:
             return
         result = await task
+        self._committed_id = self._writing_id
         orders = self._orders
         for oid in self._in_flight:
             o = orders.get(oid)
             if o is not None and o.state not in LIVE and oid not in keep:
                 del orders[oid]
         self._in_flight = frozenset()
+        if self._trimmer.due():
+            await self._trim()
         if self.publish_events and result.applied:
             # User events are best effort (pub/sub is at-most-once): publish in the background,
             # overlapping the next batch, one batch in flight at a time so each user's events

@@ -10,12 +10,13 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
 
 from ledger.intake import IntakeConsumer
-from matcher.protocol import Command
 
 
 async def main(db_url: str, redis_url: str, shard: int) -> None:
@@ -25,7 +26,7 @@ async def main(db_url: str, redis_url: str, shard: int) -> None:
     await consumer.start()
     print("crash_proc: ready", flush=True)
 
-    async def die(forwards: dict[str, list[Command]]) -> None:
+    async def die(forwards: Mapping[str, Sequence[Any]]) -> None:
         if any(forwards.values()):
             os.kill(os.getpid(), signal.SIGKILL)
 
