@@ -429,7 +429,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    [("ledger-intake", ["ledger", "run", "--roles", "intake"]),
                     ("ledger-settlement", ["ledger", "run", "--roles", "settlement,withdrawals"])])
         for name, argv in (*ledgers,
-                           ("matcher", ["matcher", "run", *[a for m in MARKETS for a in ("--market", m)]])):
+                           # --keep-input: the hop diagnostics read match:in entries of the latency phase
+                           ("matcher", ["matcher", "run", "--keep-input",
+                                        *[a for m in MARKETS for a in ("--market", m)]])):
             with open(logs / f"{name}.log", "wb") as log:
                 procs.append(subprocess.Popen([sys.executable, "-m", "coffer", *argv], env=env, stdout=log,
                                               stderr=subprocess.STDOUT, start_new_session=True))
