@@ -54,11 +54,16 @@ async def keep_session(conn: object) -> None:
     return None
 
 
-# The ledger's working set (balances, live orders, recent trades) is in memory: an index probe
-# costs about what a sequential page read does. With PostgreSQL's default (4.0) the planner
-# hashed the whole orders table to update a batch's few thousand orders (measured: 90 ms for
-# 5,400 orders of a 100,000-order table, 27 ms through the primary key with 1.1).
-SERVER_SETTINGS = {"random_page_cost": "1.1"}
+# random_page_cost 1.1: the ledger's working set (balances, live orders, recent trades) is in
+# memory, so an index probe costs about what a sequential page read does. With PostgreSQL's default
+# (4.0) the planner hashed the whole orders table to update a batch's few thousand orders
+# (measured: 90 ms for 5,400 orders of a 100,000-order table, 27 ms through the primary key).
+# plan_cache_mode force_custom_plan: every consumer statement takes arrays whose sizes vary by
+# orders of magnitude, and asyncpg prepares them once per connection. PostgreSQL switched them to
+# a generic plan made while the orders table was nearly empty and kept it as the table grew:
+# settlement's order lookup walked a whole market through the (user_id, market) index per batch
+# (pg_stat_statements in bench.pipeline: 52 ms a call, 105 s of PostgreSQL's 189 s).
+SERVER_SETTINGS = {"random_page_cost": "1.1", "plan_cache_mode": "force_custom_plan"}
 
 
 async def create_pool(db_url: str, max_size: int) -> asyncpg.Pool:

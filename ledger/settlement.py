@@ -221,18 +221,30 @@ class SettlementConsumer(RecoveringLoop):
         self.last_id = last_id
         self._in_flight = prepared.dirty_ids
         self._writing_id = last_id
-        self._writing = asyncio.ensure_future(self._write(prepared))
+        self._writing = asyncio.ensure_future(self._write_and_publish(prepared))
         self._writing.add_done_callback(_retrieve)  # a failure is raised by _finish_write or start
         return n_entries
+
+    async def _write_and_publish(self, prepared: _Prepared) -> SettleResult:
+        """Write the batch; once committed, start publishing its user events at once (not when the
+        next batch comes: at low load that could be a whole XREAD block later). Batches are
+        written one after another and each waits for the previous batch's publishing, so each
+        user's events stay in order."""
+        result = await self._write(prepared)
+        if self.publish_events and result.applied:
+            # best effort (pub/sub is at-most-once): in the background, overlapping the next batch
+            await self._flush_publishing()
+            self._publishing = asyncio.create_task(self._publish(result))
+        return result
 
     async def _finish_write(self, keep: frozenset[int] = frozenset()) -> None:
         """Wait for the batch being written; raise its failure. Then drop from memory the orders
         it finished (the engine names them no more) unless `keep` (the batch prepared next)
-        changed them, and publish its user events."""
+        changed them, and trim match:out when due."""
         task, self._writing = self._writing, None
         if task is None:
             return
-        result = await task
+        await task
         self._committed_id = self._writing_id
         orders = self._orders
         for oid in self._in_flight:
@@ -242,12 +254,6 @@ class SettlementConsumer(RecoveringLoop):
         self._in_flight = frozenset()
         if self._trimmer.due():
             await self._trim()
-        if self.publish_events and result.applied:
-            # User events are best effort (pub/sub is at-most-once): publish in the background,
-            # overlapping the next batch, one batch in flight at a time so each user's events
-            # stay in order.
-            await self._flush_publishing()
-            self._publishing = asyncio.create_task(self._publish(result))
 
     async def _fetch(self, from_id: str, block: int | None) -> tuple[int, str, list[dict[str, Any]]] | None:
         """XREAD the entries after `from_id` and decode them: (entries, last entry id, events)."""
@@ -295,13 +301,16 @@ class SettlementConsumer(RecoveringLoop):
         if not missing:
             return
         async with self.pool.acquire() as conn:
+            # by primary key only (a market condition let a planner walk the market instead)
             rows = await conn.fetch(
                 "SELECT id, user_id, side, type, price_ticks, frozen_asset, frozen_remaining, filled_lots, "
-                "filled_quote, fee_paid, state, done_reason FROM orders WHERE id = ANY($1::bigint[]) AND market = $2",
-                missing, self.symbol)
-        # the columns above are _Order's fields in order (bigint columns arrive as int)
+                "filled_quote, fee_paid, state, done_reason, market FROM orders WHERE id = ANY($1::bigint[])",
+                missing)
+        # the columns before `market` are _Order's fields in order (bigint columns arrive as int)
+        symbol = self.symbol
         for r in rows:
-            self._orders[r[0]] = _Order(*r)
+            if r[12] == symbol:
+                self._orders[r[0]] = _Order(*r[:12])
         unknown = oids - self._orders.keys()
         if unknown:
             raise ArithmeticInvariantError(f"engine events for orders the ledger does not know: {sorted(unknown)[:5]}")
