@@ -16,6 +16,7 @@ watermark `wm:<shard>` of each market, so a Redis that lost recent entries stran
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -119,6 +120,7 @@ class BatchResult:
     replies: list[tuple[str, Reply]] = field(default_factory=list)
     balances: list[tuple[int, str, int, int]] = field(default_factory=list)
     skipped: bool = False
+    first_iid: int | None = None  # the batch's first intake id (None: it used none)
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -222,6 +224,8 @@ class IntakeConsumer(RecoveringLoop):
         self.errors = 0  # recovered failures since start (tests assert on it)
         self._guard_script = guarded_forward_script(redis)
         self._publishing: asyncio.Task[None] | None = None
+        self._forwarding: asyncio.Task[None] | None = None  # a behind consumer's forward in flight
+        self._forwarding_from: int | None = None  # its batch's first intake id
         self._publish_script = publish_script(redis)
         self._ahead = ReadAhead()
         self.stream = intake_stream(shard)
@@ -238,6 +242,11 @@ class IntakeConsumer(RecoveringLoop):
     async def start(self) -> None:
         """Load offset, markets and assets; re-send the last batch; re-forward above watermarks."""
         self._ahead.drop()
+        task, self._forwarding, self._forwarding_from = self._forwarding, None, None
+        if task is not None:  # whatever it did, the re-send below covers its batch
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         async with self.pool.acquire() as conn:
             await conn.execute("INSERT INTO intake_offsets (shard) VALUES ($1) ON CONFLICT DO NOTHING", self.shard)
             row = await conn.fetchrow("SELECT * FROM intake_offsets WHERE shard = $1", self.shard)
@@ -314,6 +323,7 @@ class IntakeConsumer(RecoveringLoop):
         block = self.block_ms if block_ms is None else block_ms  # <= 0: do not wait (never BLOCK 0)
         batch = await self._ahead.take(self.last_id) or await self._fetch(self.last_id, block if block > 0 else None)
         if not batch:
+            await self._finish_forward()
             return 0
         n_entries, last_id, requests = batch
         if n_entries >= self.batch_size:  # behind: read the next batch while this one commits
@@ -330,9 +340,17 @@ class IntakeConsumer(RecoveringLoop):
             self._ahead.drop()
             raise
         self.last_id = last_id
+        await self._finish_forward()  # the previous batch's first: the engine takes a shard's ids in order
         if not result.skipped:
             # the engine's input and the API's replies go out side by side (two connections)
-            await asyncio.gather(self._forward_new(result.forwards), self._publish(result))
+            if n_entries >= self.batch_size and result.first_iid is not None:
+                # behind: this forward overlaps the next batch's read and transaction, which then
+                # records this batch's first id as where a restart re-sends from
+                self._forwarding = asyncio.create_task(self._send(result))
+                self._forwarding_from = result.first_iid
+                self._forwarding.add_done_callback(_retrieve)
+            else:
+                await self._send(result)
         if self._trimmer.due():
             await self._trimmer.trim(last_id)  # committed: never read from the stream again
         return n_entries
@@ -385,7 +403,7 @@ class IntakeConsumer(RecoveringLoop):
         """Replies now (the API is waiting); balance events in the background, overlapping the
         next batch, one batch in flight so each user's events stay in order."""
         await publish_many(self._publish_script, [(ch, encode_reply(r)) for ch, r in result.replies if ch])
-        await self.flush_events()
+        await self._flush_publishing()
         if result.balances:
             self._publishing = asyncio.create_task(self._publish_balances(result.balances))
 
@@ -396,8 +414,28 @@ class IntakeConsumer(RecoveringLoop):
         await publish_many(self._publish_script, [(user_events_channel(user), encode_user_events(user, events))
                                         for user, events in per_user.items()])
 
+    async def _send(self, result: BatchResult) -> None:
+        """Forward a committed batch to the engine and publish its replies, side by side."""
+        await asyncio.gather(self._forward_new(result.forwards), self._publish(result))
+
+    async def _finish_forward(self) -> None:
+        """Wait for the forward (and replies) of the batch before; raise its failure (recovery
+        then re-sends from the stored batch_first_iid, which covers that batch)."""
+        task, self._forwarding = self._forwarding, None
+        if task is not None:
+            await task
+            self._forwarding_from = None
+
     async def flush_events(self) -> None:
-        """Wait for the previous batch's balance events (best effort: errors are logged)."""
+        """Finish the previous batch's forward (a failure is logged: the next start re-sends it) and
+        wait for its balance events (best effort: errors are logged)."""
+        try:
+            await self._finish_forward()
+        except Exception as exc:
+            log.warning("intake %d: the last forward did not finish: %s", self.shard, exc)
+        await self._flush_publishing()
+
+    async def _flush_publishing(self) -> None:
         task, self._publishing = self._publishing, None
         if task is not None:
             try:
@@ -592,8 +630,15 @@ class IntakeConsumer(RecoveringLoop):
                 await self._withdraw(conn, r, res, bal, negative, reject, apply)
         # orders, cancels, journal (net change per user and asset), balances and the offset: one
         # statement for a small batch (big ones COPY orders and cancels first)
+        # batch_first_iid: where a restart re-sends from. This batch's first id, or the previous
+        # batch's when that one's forward has not finished yet (see `step`): a restart re-sends both,
+        # in iid order, so no command of the earlier batch arrives after one of this batch.
+        res.first_iid = first_iid if iid >= first_iid else None
+        resend_from = first_iid if iid >= first_iid else int(off["batch_first_iid"])
+        if self._forwarding_from is not None:
+            resend_from = min(resend_from, self._forwarding_from)
         also = ["UPDATE intake_offsets SET stream_id = $8, last_iid = $9, batch_first_iid = $10 WHERE shard = $7"]
-        also_args: list[Any] = [self.shard, last_id, iid, first_iid if iid >= first_iid else off["batch_first_iid"]]
+        also_args: list[Any] = [self.shard, last_id, iid, resend_from]
         await insert_rows(conn, "orders", ORDER_COLUMNS, ORDER_TYPES, orders, also, also_args)
         await insert_rows(conn, "cancel_requests", CANCEL_COLUMNS, CANCEL_TYPES, cancels, also, also_args)
         nonzero = {k: v for k, v in net.items() if v[0] or v[1]}

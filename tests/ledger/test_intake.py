@@ -5,6 +5,7 @@ engine watermark after a Redis loss."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import asyncpg
@@ -326,5 +327,55 @@ async def test_a_reversal_racing_a_batch_makes_it_decide_again_on_locked_rows(db
         assert await pool.fetchval("SELECT count(*) FROM orders WHERE user_id = 71") == 0
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await redis.aclose()
+        await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_a_forward_still_in_flight_is_resent_with_the_next_batch_after_a_crash(db_url: str,
+                                                                                      redis_url: str) -> None:
+    """A consumer that is behind forwards a batch while it decides the next one. If it crashes after
+    committing the next batch but before the earlier forward landed, the restart re-sends both, in
+    intake-id order (a later id first would make the engine's watermark drop the earlier batch)."""
+    pool, m = await _setup(db_url)
+    redis = Redis.from_url(redis_url)
+    try:
+        consumer = IntakeConsumer(pool, redis, shard=2, batch_size=1)  # every one-entry batch is "behind"
+        await consumer.start()
+        first_iid = int(await pool.fetchval("SELECT last_iid FROM intake_offsets WHERE shard = 2")) + 1
+        hold = asyncio.Event()
+        real_forward = consumer._forward_new
+
+        calls: list[Any] = []
+
+        async def stuck_forward(forwards: Any) -> None:  # the first batch's forward does not land
+            calls.append(forwards)
+            if len(calls) == 1:
+                await hold.wait()
+            await real_forward(forwards)
+
+        consumer._forward_new = stuck_forward  # type: ignore[method-assign]
+        for i in range(2):
+            req = PlaceOrderRequest(f"f{i}", "", 1, m, "buy", "limit", "10", "0.01", None, i)
+            await redis.xadd(intake_stream(2), {BATCH_FIELD: encode_requests([req])})
+        assert await consumer.step(block_ms=0) == 1  # batch 1 committed, its forward in flight
+        step2 = asyncio.create_task(consumer.step(block_ms=0))  # batch 2 commits, then waits for batch 1's forward
+        async with asyncio.timeout(10):
+            while await pool.fetchval("SELECT last_iid FROM intake_offsets WHERE shard = 2") < first_iid + 1:  # noqa: ASYNC110 - polls the database
+                await asyncio.sleep(0.01)
+        assert await pool.fetchval("SELECT batch_first_iid FROM intake_offsets WHERE shard = 2") == first_iid
+        step2.cancel()  # the crash: neither forward has landed
+        with contextlib.suppress(asyncio.CancelledError):
+            await step2
+        assert await redis.exists(keys.match_in(m)) == 0
+
+        restarted = IntakeConsumer(pool, redis, shard=2)
+        await restarted.start()
+        raw: Any = await redis.xrange(keys.match_in(m))
+        iids = [c.iid for _id, f in raw for c in decode_commands(f[b"b"]) if c.shard == 2]
+        assert iids[:2] == [first_iid, first_iid + 1]  # both batches, the earlier first
+        if consumer._forwarding is not None:  # the crashed consumer's stuck forward goes with it
+            consumer._forwarding.cancel()
+    finally:
         await redis.aclose()
         await pool.close()
