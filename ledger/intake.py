@@ -578,20 +578,7 @@ class IntakeConsumer(RecoveringLoop):
                     continue
                 oid = next(oid_iter)
                 iid += 1
-                for d_user, d_asset, d_available, d_frozen in freeze_deltas(user, frz):  # apply(), inlined
-                    key = (d_user, d_asset)
-                    cur = bal.get(key)
-                    if cur is None:
-                        bal[key] = [d_available, d_frozen]
-                    else:
-                        cur[0] += d_available
-                        cur[1] += d_frozen
-                    acc = net.get(key)
-                    if acc is None:
-                        net[key] = [d_available, d_frozen]
-                    else:
-                        acc[0] += d_available
-                        acc[1] += d_frozen
+                apply(freeze_deltas(user, frz), "freeze", oid)
                 symbol = market.symbol
                 orders.append((oid, user, symbol, coid, r.side, typ, r.tif, r.post_only, r.stp, price, qty, funds,
                                frozen_asset, amount, amount, "pending", shard, iid, r.ts_ms))

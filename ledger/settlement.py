@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ledger.arithmetic import OrderHold, release_deltas, settle_trade
+from ledger.arithmetic import Delta, OrderHold, release_deltas, settle_trade
 from ledger.consumer_loop import RecoveringLoop, StreamTrimmer
 from ledger.errors import ArithmeticInvariantError, LedgerError
 from ledger.intake import ReadAhead, _retrieve, publish_many, publish_script, stream_id_key
@@ -357,6 +357,15 @@ class SettlementConsumer(RecoveringLoop):
         trades: list[tuple[Any, ...]] = []
         net: dict[tuple[int, str], list[int]] = {}  # the batch's net change per (user, asset)
         net_get = net.get
+
+        def add(deltas: tuple[Delta, ...]) -> None:
+            for user, asset, d_available, d_frozen in deltas:
+                cur = net_get((user, asset))
+                if cur is None:
+                    net[(user, asset)] = [d_available, d_frozen]
+                else:
+                    cur[0] += d_available
+                    cur[1] += d_frozen
         symbol, base, quote = self.symbol, m.base, m.quote
         events_of = res.events
         dirty: set[int] = set()
@@ -374,13 +383,7 @@ class SettlementConsumer(RecoveringLoop):
                     sell=OrderHold(sell.id, sell.user_id, sell.side, sell.type, sell.price_ticks,
                                    sell.frozen_remaining),
                     price_ticks=price, qty_lots=qty, taker_side=taker_side)
-                for user, asset, d_available, d_frozen in eff.deltas:
-                    cur = net_get((user, asset))
-                    if cur is None:
-                        net[(user, asset)] = [d_available, d_frozen]
-                    else:
-                        cur[0] += d_available
-                        cur[1] += d_frozen
+                add(eff.deltas)
                 quote_amount = eff.quote_amount
                 buy.frozen_remaining -= eff.buy_consumed
                 sell.frozen_remaining -= eff.sell_consumed
@@ -408,14 +411,7 @@ class SettlementConsumer(RecoveringLoop):
                                              "state": "open", "filled_lots": o.filled_lots, "ts_ms": e["ts_ms"]})
             elif kind == "done":
                 o = orders[e["oid"]]
-                for user, asset, d_available, d_frozen in release_deltas(o.user_id, o.frozen_asset,
-                                                                          o.frozen_remaining):
-                    cur = net_get((user, asset))
-                    if cur is None:
-                        net[(user, asset)] = [d_available, d_frozen]
-                    else:
-                        cur[0] += d_available
-                        cur[1] += d_frozen
+                add(release_deltas(o.user_id, o.frozen_asset, o.frozen_remaining))
                 o.frozen_remaining = 0
                 o.state = FINAL_STATE[e["reason"]]
                 o.done_reason = e["detail"] or e["reason"]
