@@ -39,12 +39,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def start_daemon(db_url: str, node_url: str, start_height: int, *extra: str,
-                 log: Path, grace_s: str = "10") -> subprocess.Popen[bytes]:
+                 log: Path, grace_s: str = "10", chain: str = "eth") -> subprocess.Popen[bytes]:
     env = dict(os.environ, COFFER_DATABASE_URL=db_url, COFFER_WATCHER_POLL_S="0.05", COFFER_LOG_LEVEL="INFO",
                COFFER_WATCHER_STOP_GRACE_S=grace_s, PYTHONPATH=str(REPO))
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "coffer", "watcher", "run", "--chain", "eth", "--network", "regtest",
+            [sys.executable, "-m", "coffer", "watcher", "run", "--chain", chain, "--network", "regtest",
              "--node-url", node_url, "--start-height", str(start_height), *extra],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 

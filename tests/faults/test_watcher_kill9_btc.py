@@ -1,0 +1,123 @@
+"""kill -9 of the Bitcoin watcher daemon (`python -m coffer watcher run --chain btc`) at random
+points while 120 deposits arrive on the local Esplora regtest chain and mature: after the last
+restart every deposit is credited exactly once. Then a reorg deeper than the 2 confirmations BTC
+needs orphans credited deposits, whose transactions are mined again in the new blocks; the
+daemon is killed once more while it follows: still no reversal and no second credit.
+
+The Ethereum counterpart is test_watcher_kill9.py; this one covers the UTXO path (outputs keyed by
+txid:vout, blocks mined by the test a few payments at a time, so kills land inside blocks of
+several deposits as well as between blocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import asyncpg
+import coincurve
+import pytest
+
+from ledger.audit import run_audit
+from tests.chain_fixtures import BtcChain
+from tests.faults.test_watcher_kill9 import credited_count, start_daemon
+from tests.watchers.helpers import add_addresses, seed
+from wallet.addresses import p2wpkh_address
+
+DEPOSITS = 120
+CONFIRMATIONS = 2  # BTC in ledger/demo.py
+
+
+@pytest.mark.slow
+def test_kill9_during_btc_deposits_credits_each_exactly_once(btc_chain: BtcChain, db_url: str,
+                                                            tmp_path: Path) -> None:
+    rng = random.Random(20261126)
+    users = list(range(3001, 3001 + DEPOSITS))
+    addresses = [p2wpkh_address(coincurve.PrivateKey().public_key.format(compressed=True), "regtest")
+                 for _ in users]
+    amounts = {u: 20_000 + 13 * i for i, u in enumerate(users)}  # sat: above min_deposit, all distinct
+
+    async def prepare() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await seed(conn)
+            await add_addresses(conn, [(u, "btc", a) for u, a in zip(users, addresses, strict=True)], 7000)
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    start = btc_chain.tip_height() + 1
+    txids: dict[int, str] = {}
+
+    def pay_all() -> None:
+        for i, (user, address) in enumerate(zip(users, addresses, strict=True)):
+            txids[user] = btc_chain.faucet(address, amounts[user])
+            if i % 4 == 3:
+                btc_chain.mine(1)
+                time.sleep(0.02)
+        btc_chain.mine(1)
+
+    payer = threading.Thread(target=pay_all)
+    payer.start()
+    log = tmp_path / "watcher-btc.log"
+    kills: list[int] = []  # credited deposits at each kill
+    try:
+        while payer.is_alive() or len(kills) < 6:
+            daemon = start_daemon(db_url, btc_chain.url, start, log=log, chain="btc")
+            time.sleep(rng.uniform(0.8, 2.5))
+            assert daemon.poll() is None, log.read_text()[-3000:]
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(timeout=10)
+            kills.append(asyncio.run(credited_count(db_url)))
+    finally:
+        payer.join(timeout=120)
+    assert len(txids) == DEPOSITS
+    btc_chain.mine(CONFIRMATIONS)  # the last deposits reach their confirmations
+    final = start_daemon(db_url, btc_chain.url, start, "--once", log=log, chain="btc")
+    assert final.wait(timeout=120) == 0, log.read_text()[-3000:]
+    assert asyncio.run(credited_count(db_url)) == DEPOSITS
+    # a reorg deeper than the 2 confirmations: credited deposits are orphaned and mined again
+    btc_chain.reorg(4, 5)
+    daemon = start_daemon(db_url, btc_chain.url, start, log=log, chain="btc")
+    time.sleep(rng.uniform(0.5, 1.5))
+    os.killpg(daemon.pid, signal.SIGKILL)
+    daemon.wait(timeout=10)
+    final = start_daemon(db_url, btc_chain.url, start, "--once", log=log, chain="btc")
+    assert final.wait(timeout=120) == 0, log.read_text()[-3000:]
+    assert "orphaned credited deposits" in log.read_text()
+
+    async def check() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            rows = await conn.fetch("SELECT user_id, asset, amount, txid, output_index, state FROM deposits")
+            assert len(rows) == DEPOSITS
+            by_txid = {r["txid"]: r for r in rows}
+            for user in users:
+                row = by_txid[txids[user]]
+                assert (row["user_id"], row["asset"], row["amount"], row["state"]) == (
+                    user, "BTC", amounts[user], "credited")
+            balances = {(r["user_id"], r["asset"]): int(r["available"]) for r in
+                        await conn.fetch("SELECT user_id, asset, available FROM balances")}
+            assert balances == {(u, "BTC"): amounts[u] for u in users}
+            assert await run_audit(conn) == []  # the ledger's own audit: clean
+            statuses = await conn.fetch("SELECT status, count(*) AS n FROM watcher_deposits GROUP BY status")
+            assert {r["status"]: r["n"] for r in statuses} == {"credited": DEPOSITS}
+            assert await conn.fetchval("SELECT count(*) FROM watcher_alerts WHERE kind = 'deposit_reversed'") == 0
+            remined = await conn.fetchval(
+                "SELECT count(DISTINCT deposit_key) FROM watcher_observations o WHERE "
+                "(SELECT count(*) FROM watcher_observations p WHERE p.deposit_key = o.deposit_key) > 1")
+            assert remined >= 1  # deposits seen in an orphaned block and again in the new chain
+            heights = [r["height"] for r in await conn.fetch(
+                "SELECT height FROM watcher_blocks WHERE chain = 'btc' ORDER BY height")]
+            assert heights == list(range(start, heights[-1] + 1))
+            assert heights[-1] == btc_chain.tip_height()
+        finally:
+            await conn.close()
+
+    asyncio.run(check())
+    assert len(kills) >= 6
+    assert min(kills) < DEPOSITS, kills  # the kills were spread over the run
