@@ -14,7 +14,7 @@ import asyncio
 import gc
 import logging
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from coffer.settings import Settings
 from ledger.errors import LedgerError
@@ -24,6 +24,7 @@ from ledger.settlement import SettlementConsumer
 
 if TYPE_CHECKING:
     import asyncpg
+    from redis.asyncio import Redis
 
 log = logging.getLogger("ledger.service")
 READY_LINE = "ledger: consumers running"
@@ -94,6 +95,35 @@ def parse_roles(text: str) -> frozenset[str]:
     return roles
 
 
+async def check_shard_count(conn: asyncpg.Connection, redis: Redis, shards: int) -> None:
+    """Record the intake's shard count (`intake_config`), refusing a change while any intake stream
+    still holds requests after its committed offset: users map to shards by `user_id % shards`, so
+    those requests would be stranded (a shard no longer consumed) or overtaken by the same user's
+    newer requests on another shard. Offsets of shards no longer used are kept (their intake ids
+    go on from there if the count grows again: the engine's watermarks remember them)."""
+    from ledger.intake import stream_id_key
+    from ledger.intake_protocol import intake_stream
+
+    async with conn.transaction():
+        recorded = await conn.fetchval("SELECT shards FROM intake_config FOR UPDATE")
+        if recorded is None:  # a database from before intake_config: the offsets show the shards used
+            recorded = await conn.fetchval("SELECT max(shard) + 1 FROM intake_offsets")
+        if recorded == shards:
+            await conn.execute("INSERT INTO intake_config (shards) VALUES ($1) ON CONFLICT DO NOTHING", shards)
+            return
+        if recorded is not None:
+            for r in await conn.fetch("SELECT shard, stream_id FROM intake_offsets ORDER BY shard"):
+                tail: Any = await redis.xrevrange(intake_stream(int(r["shard"])), count=1)
+                if tail and stream_id_key(tail[0][0].decode()) > stream_id_key(r["stream_id"]):
+                    raise LedgerError(
+                        f"COFFER_INTAKE_SHARDS is {shards} but the intake ran with {recorded} and "
+                        f"{intake_stream(int(r['shard']))} still holds unconsumed requests: run the ledger and the "
+                        f"API with COFFER_INTAKE_SHARDS={recorded} until the intake streams are drained")
+            log.warning("intake shards: %d -> %d (every intake stream is drained)", recorded, shards)
+        await conn.execute("INSERT INTO intake_config (shards) VALUES ($1) "
+                           "ON CONFLICT (id) DO UPDATE SET shards = EXCLUDED.shards", shards)
+
+
 async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int = 5000,
                      roles: frozenset[str] = frozenset(ROLES)) -> None:
     """Run the consumers of `roles` until `stop`: every intake shard, a settlement consumer per
@@ -107,8 +137,14 @@ async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int
     if not db_url or not redis_url:
         raise LedgerError("coffer ledger run needs COFFER_DATABASE_URL and COFFER_REDIS_URL")
     conn = await asyncpg.connect(db_url)
+    redis = Redis.from_url(redis_url)
     try:
         markets = sorted(await load_markets(conn))
+        if "intake" in roles:
+            await check_shard_count(conn, redis, settings.intake_shards)
+    except BaseException:
+        await redis.aclose()
+        raise
     finally:
         await conn.close()
     # one connection per intake consumer, two per settlement consumer (its write and, meanwhile,
@@ -116,8 +152,11 @@ async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int
     shards = settings.intake_shards if "intake" in roles else 0
     if "settlement" not in roles:
         markets = []
-    pool = await create_pool(db_url, shards + 2 * len(markets) + 4)
-    redis = Redis.from_url(redis_url)
+    try:
+        pool = await create_pool(db_url, shards + 2 * len(markets) + 4)
+    except BaseException:
+        await redis.aclose()
+        raise
     try:
         intakes = [IntakeConsumer(pool, redis, shard=k, batch_size=batch_size) for k in range(shards)]
         settlements = [SettlementConsumer(pool, redis, market=m, batch_size=batch_size) for m in markets]
