@@ -93,11 +93,11 @@ class Settings:
     trading_api_port: int = 8000
     deposit_api_port: int = 8001
     service_token: Secret = field(default_factory=lambda: Secret(""))
-    # One intake stream: on one machine every shard's consumer runs in the same process, and more
-    # shards only split the batches (bench.pipeline, 20 s runs: 1 shard 15.9-16.0k orders/s, p50
-    # 35 ms at 5k/s; 4 shards 14.5-15.0k, p50 83-95 ms). Shards are for spreading the intake over
-    # processes or hosts; the count changes only while the intake streams are drained.
-    intake_shards: int = 1
+    # Intake streams (user shards). A trade-off on one machine, measured with bench.pipeline: one
+    # shard halves the latency at 5k orders/s (p50 44-78 ms, p99 90-155 ms against 86-98 and
+    # 212-237 ms with 4) but sustained 11.3-12.2k orders/s over 30 s against 14.4-14.7k with 4.
+    # The count changes only while the intake streams are drained (`coffer ledger run` checks).
+    intake_shards: int = 4
     log_level: str = "INFO"
 
     @classmethod
@@ -114,7 +114,7 @@ class Settings:
             trading_api_port=_int(env, "COFFER_TRADING_API_PORT", 8000),
             deposit_api_port=_int(env, "COFFER_DEPOSIT_API_PORT", 8001),
             service_token=Secret(env.get("COFFER_SERVICE_TOKEN", "")),
-            intake_shards=_int(env, "COFFER_INTAKE_SHARDS", 1),
+            intake_shards=_int(env, "COFFER_INTAKE_SHARDS", 4),
             log_level=env.get("COFFER_LOG_LEVEL", "INFO").upper(),
         )
         settings.validate()
