@@ -57,6 +57,22 @@ async def credited_count(db_url: str) -> int:
         await conn.close()
 
 
+async def assert_watcher_state(conn: asyncpg.Connection, chain: str, start: int, tip: int, deposits: int) -> None:
+    """After the kills and the reorg: every watcher deposit credited, none reversed, some seen in an
+    orphaned block and again in the new chain, and the block-hash chain contiguous up to the tip."""
+    statuses = await conn.fetch("SELECT status, count(*) AS n FROM watcher_deposits GROUP BY status")
+    assert {r["status"]: r["n"] for r in statuses} == {"credited": deposits}
+    assert await conn.fetchval("SELECT count(*) FROM watcher_alerts WHERE kind = 'deposit_reversed'") == 0
+    remined = await conn.fetchval(
+        "SELECT count(DISTINCT deposit_key) FROM watcher_observations o WHERE "
+        "(SELECT count(*) FROM watcher_observations p WHERE p.deposit_key = o.deposit_key) > 1")
+    assert remined >= 1
+    heights = [r["height"] for r in await conn.fetch(
+        "SELECT height FROM watcher_blocks WHERE chain = $1 ORDER BY height", chain)]
+    assert heights == list(range(start, heights[-1] + 1))
+    assert heights[-1] == tip
+
+
 @pytest.mark.slow
 def test_kill9_during_200_deposits_credits_each_exactly_once(eth_chain: EthChain, db_url: str,
                                                              tmp_path: Path) -> None:
@@ -128,17 +144,7 @@ def test_kill9_during_200_deposits_credits_each_exactly_once(eth_chain: EthChain
             assert balances == journal
             assert await run_audit(conn) == []  # the ledger's own audit: clean
             assert balances == {(u, "ETH"): amounts_gwei[u] for u in users}
-            statuses = await conn.fetch("SELECT status, count(*) AS n FROM watcher_deposits GROUP BY status")
-            assert {r["status"]: r["n"] for r in statuses} == {"credited": DEPOSITS}
-            assert await conn.fetchval("SELECT count(*) FROM watcher_alerts WHERE kind = 'deposit_reversed'") == 0
-            remined = await conn.fetchval(
-                "SELECT count(DISTINCT deposit_key) FROM watcher_observations o WHERE "
-                "(SELECT count(*) FROM watcher_observations p WHERE p.deposit_key = o.deposit_key) > 1")
-            assert remined >= 1  # deposits seen in an orphaned block and again in the new chain
-            heights = [r["height"] for r in await conn.fetch(
-                "SELECT height FROM watcher_blocks WHERE chain = 'eth' ORDER BY height")]
-            assert heights == list(range(start, heights[-1] + 1))
-            assert heights[-1] == eth_chain.block_number()
+            await assert_watcher_state(conn, "eth", start, eth_chain.block_number(), DEPOSITS)
         finally:
             await conn.close()
 

@@ -24,7 +24,7 @@ import pytest
 
 from ledger.audit import run_audit
 from tests.chain_fixtures import BtcChain
-from tests.faults.test_watcher_kill9 import credited_count, start_daemon
+from tests.faults.test_watcher_kill9 import assert_watcher_state, credited_count, start_daemon
 from tests.watchers.helpers import add_addresses, seed
 from wallet.addresses import p2wpkh_address
 
@@ -104,17 +104,7 @@ def test_kill9_during_btc_deposits_credits_each_exactly_once(btc_chain: BtcChain
                         await conn.fetch("SELECT user_id, asset, available FROM balances")}
             assert balances == {(u, "BTC"): amounts[u] for u in users}
             assert await run_audit(conn) == []  # the ledger's own audit: clean
-            statuses = await conn.fetch("SELECT status, count(*) AS n FROM watcher_deposits GROUP BY status")
-            assert {r["status"]: r["n"] for r in statuses} == {"credited": DEPOSITS}
-            assert await conn.fetchval("SELECT count(*) FROM watcher_alerts WHERE kind = 'deposit_reversed'") == 0
-            remined = await conn.fetchval(
-                "SELECT count(DISTINCT deposit_key) FROM watcher_observations o WHERE "
-                "(SELECT count(*) FROM watcher_observations p WHERE p.deposit_key = o.deposit_key) > 1")
-            assert remined >= 1  # deposits seen in an orphaned block and again in the new chain
-            heights = [r["height"] for r in await conn.fetch(
-                "SELECT height FROM watcher_blocks WHERE chain = 'btc' ORDER BY height")]
-            assert heights == list(range(start, heights[-1] + 1))
-            assert heights[-1] == btc_chain.tip_height()
+            await assert_watcher_state(conn, "btc", start, btc_chain.tip_height(), DEPOSITS)
         finally:
             await conn.close()
 
