@@ -167,6 +167,18 @@ def settle_trade(
     return TradeEffect(deltas, base, quote, buyer_fee, seller_fee, reserved, base)
 
 
+def add_deltas(acc: dict[tuple[int, str], list[int]], deltas: tuple[Delta, ...]) -> None:
+    """Sum `deltas` into `acc` as {(user, asset): [available, frozen]} (a batch's net change, or a
+    running balance)."""
+    for user, asset, d_available, d_frozen in deltas:
+        cur = acc.get((user, asset))
+        if cur is None:
+            acc[(user, asset)] = [d_available, d_frozen]
+        else:
+            cur[0] += d_available
+            cur[1] += d_frozen
+
+
 def deposit_deltas(user_id: int, asset: str, amount: int) -> tuple[Delta, ...]:
     if amount <= 0:
         raise InvalidAmountError("deposit amount must be positive")

@@ -26,6 +26,7 @@ class RecoveringLoop:
 
     errors: int
     _ahead: ReadAhead
+    _publishing: asyncio.Task[None] | None  # user events of the last batch, published in the background
 
     @property
     def label(self) -> str:
@@ -39,6 +40,16 @@ class RecoveringLoop:
 
     async def flush_events(self) -> None:
         raise NotImplementedError
+
+    async def _flush_publishing(self) -> None:
+        """Wait for the user events published in the background (best effort: pub/sub is
+        at-most-once and the batch is committed, so a failure is only logged)."""
+        task, self._publishing = self._publishing, None
+        if task is not None:
+            try:
+                await task
+            except Exception as exc:
+                log.warning("%s: user events not published: %s", self.label, exc)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set; on any error back off (0.2 s doubling to 5 s), then

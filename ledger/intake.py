@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ledger.arithmetic import Delta, freeze_deltas, order_freeze, order_notional, withdrawal_hold_deltas
+from ledger.arithmetic import (
+    Delta,
+    add_deltas,
+    freeze_deltas,
+    order_freeze,
+    order_notional,
+    withdrawal_hold_deltas,
+)
 from ledger.consumer_loop import RecoveringLoop, StreamTrimmer
 from ledger.errors import BalanceMovedError, InvalidAmountError, LedgerError
 from ledger.intake_protocol import (
@@ -435,14 +442,6 @@ class IntakeConsumer(RecoveringLoop):
             log.warning("intake %d: the last forward did not finish: %s", self.shard, exc)
         await self._flush_publishing()
 
-    async def _flush_publishing(self) -> None:
-        task, self._publishing = self._publishing, None
-        if task is not None:
-            try:
-                await task
-            except Exception as exc:  # the batch is committed; only notifications are lost
-                log.warning("intake %d: balance events not published: %s", self.shard, exc)
-
     # ---- the transaction ---------------------------------------------------------------
 
     async def process(self, conn: asyncpg.Connection, requests: list[Request], last_id: str, *,
@@ -504,20 +503,8 @@ class IntakeConsumer(RecoveringLoop):
                 replies.append((r.reply_to, Reply(r.rid, False, kind, "rejected", reason=reason, **kw)))
 
         def apply(ds: tuple[Delta, ...], kind: str, ref: int) -> None:
-            for user, asset, d_available, d_frozen in ds:
-                key = (user, asset)
-                cur = bal.get(key)
-                if cur is None:
-                    bal[key] = [d_available, d_frozen]
-                else:
-                    cur[0] += d_available
-                    cur[1] += d_frozen
-                acc = net.get(key)
-                if acc is None:
-                    net[key] = [d_available, d_frozen]
-                else:
-                    acc[0] += d_available
-                    acc[1] += d_frozen
+            add_deltas(bal, ds)
+            add_deltas(net, ds)
 
         for r in requests:
             user = r.user
@@ -628,8 +615,7 @@ class IntakeConsumer(RecoveringLoop):
         also_args: list[Any] = [self.shard, last_id, iid, resend_from]
         await insert_rows(conn, "orders", ORDER_COLUMNS, ORDER_TYPES, orders, also, also_args)
         await insert_rows(conn, "cancel_requests", CANCEL_COLUMNS, CANCEL_TYPES, cancels, also, also_args)
-        nonzero = {k: v for k, v in net.items() if v[0] or v[1]}
-        res.balances = await upsert_journal_and(conn, nonzero, "intake", iid, tuple(also), tuple(also_args),
+        res.balances = await upsert_journal_and(conn, net, "intake", iid, tuple(also), tuple(also_args),
                                                 guard=not locked)
         return res
 

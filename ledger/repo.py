@@ -12,7 +12,6 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ledger.arithmetic import Delta
 from ledger.errors import BalanceMovedError
 from ledger.markets import MARKET_COLUMNS, Market
 
@@ -36,21 +35,6 @@ async def lock_users(conn: asyncpg.Connection, user_ids: list[int]) -> dict[Bala
         user_ids,
     )
     return {(r["user_id"], r["asset"]): [int(r["available"]), int(r["frozen"])] for r in rows}
-
-
-def aggregate(deltas: list[Delta]) -> dict[BalanceKey, list[int]]:
-    """Sum deltas per (user, asset), dropping pairs whose net change is zero."""
-    acc: dict[BalanceKey, list[int]] = {}
-    get = acc.get
-    for user, asset, d_available, d_frozen in deltas:  # Delta is a NamedTuple: unpacking is cheap
-        key = (user, asset)
-        cur = get(key)
-        if cur is None:
-            acc[key] = [d_available, d_frozen]
-        else:
-            cur[0] += d_available
-            cur[1] += d_frozen
-    return {k: v for k, v in acc.items() if v[0] or v[1]}
 
 
 async def upsert_deltas(
@@ -91,6 +75,7 @@ async def upsert_journal_and(
     again on locked rows). Sound because, besides the consumer itself, only a deposit reversal
     lowers an available balance; everything else concurrent (settlement, deposit credits,
     withdrawal releases) only raises it, which cannot invalidate an accepted freeze."""
+    net = {k: v for k, v in net.items() if v[0] or v[1]}  # a pair whose changes cancel out writes nothing
     ctes = "".join(f", also{i} AS ({sql})" for i, sql in enumerate(also))
     where = "\n            WHERE EXCLUDED.available >= 0 OR b.available + EXCLUDED.available >= 0" if guard else ""
     if not net:

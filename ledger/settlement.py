@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ledger.arithmetic import Delta, OrderHold, release_deltas, settle_trade
+from ledger.arithmetic import OrderHold, add_deltas, release_deltas, settle_trade
 from ledger.consumer_loop import RecoveringLoop, StreamTrimmer
 from ledger.errors import ArithmeticInvariantError, LedgerError
 from ledger.intake import ReadAhead, _retrieve, publish_many, publish_script, stream_id_key
@@ -276,14 +276,6 @@ class SettlementConsumer(RecoveringLoop):
             log.warning("settlement %s: the last batch did not commit: %s", self.symbol, exc)
         await self._flush_publishing()
 
-    async def _flush_publishing(self) -> None:
-        task, self._publishing = self._publishing, None
-        if task is not None:
-            try:
-                await task
-            except Exception as exc:  # the money is committed; only the notifications are lost
-                log.warning("settlement %s: user events not published: %s", self.symbol, exc)
-
     @property
     def label(self) -> str:
         return f"settlement {self.symbol}"
@@ -356,16 +348,6 @@ class SettlementConsumer(RecoveringLoop):
         command_rows = self._commands.segment(fresh, lambda oid: orders[oid].state)  # before states change
         trades: list[tuple[Any, ...]] = []
         net: dict[tuple[int, str], list[int]] = {}  # the batch's net change per (user, asset)
-        net_get = net.get
-
-        def add(deltas: tuple[Delta, ...]) -> None:
-            for user, asset, d_available, d_frozen in deltas:
-                cur = net_get((user, asset))
-                if cur is None:
-                    net[(user, asset)] = [d_available, d_frozen]
-                else:
-                    cur[0] += d_available
-                    cur[1] += d_frozen
         symbol, base, quote = self.symbol, m.base, m.quote
         events_of = res.events
         dirty: set[int] = set()
@@ -383,7 +365,7 @@ class SettlementConsumer(RecoveringLoop):
                     sell=OrderHold(sell.id, sell.user_id, sell.side, sell.type, sell.price_ticks,
                                    sell.frozen_remaining),
                     price_ticks=price, qty_lots=qty, taker_side=taker_side)
-                add(eff.deltas)
+                add_deltas(net, eff.deltas)
                 quote_amount = eff.quote_amount
                 buy.frozen_remaining -= eff.buy_consumed
                 sell.frozen_remaining -= eff.sell_consumed
@@ -411,7 +393,7 @@ class SettlementConsumer(RecoveringLoop):
                                              "state": "open", "filled_lots": o.filled_lots, "ts_ms": e["ts_ms"]})
             elif kind == "done":
                 o = orders[e["oid"]]
-                add(release_deltas(o.user_id, o.frozen_asset, o.frozen_remaining))
+                add_deltas(net, release_deltas(o.user_id, o.frozen_asset, o.frozen_remaining))
                 o.frozen_remaining = 0
                 o.state = FINAL_STATE[e["reason"]]
                 o.done_reason = e["detail"] or e["reason"]
@@ -428,8 +410,7 @@ class SettlementConsumer(RecoveringLoop):
                                          [o.done_reason for o in changed]]
         self._seq = fresh[-1]["seq"]
         res.applied = len(fresh)
-        nonzero = {k: v for k, v in net.items() if v[0] or v[1]}
-        prepared = _Prepared(base_seq, self._seq, last_id, trades, order_arrays, command_rows, nonzero, res,
+        prepared = _Prepared(base_seq, self._seq, last_id, trades, order_arrays, command_rows, net, res,
                              frozenset(dirty))
         self._forget(prepared.dirty_ids)
         return prepared

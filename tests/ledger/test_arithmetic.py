@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from ledger.arithmetic import (
     Delta,
     OrderHold,
+    add_deltas,
     can_spend,
     deposit_deltas,
     fee_for,
@@ -39,6 +40,13 @@ M = Market("X-Y", "X", "Y", "0.1", "0.01", base_units_per_lot=10, quote_units_pe
            maker_fee_bps=10, taker_fee_bps=25)
 MM = MMarket("X", "Y", 10, 3, 30, 10, 25)
 USERS = (1, 2, 3)
+
+
+def test_add_deltas_sums_per_user_and_asset() -> None:
+    acc: dict[tuple[int, str], list[int]] = {(1, "BTC"): [10, 0]}
+    add_deltas(acc, (Delta(1, "BTC", -4, 4), Delta(2, "USDT", 7, 0)))
+    add_deltas(acc, (Delta(1, "BTC", 4, -4), Delta(1, "USDT", 0, 3)))
+    assert acc == {(1, "BTC"): [10, 0], (2, "USDT"): [7, 0], (1, "USDT"): [0, 3]}
 
 
 def test_fee_rounds_up_in_the_exchanges_favour() -> None:
