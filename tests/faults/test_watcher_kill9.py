@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -57,6 +58,56 @@ async def credited_count(db_url: str) -> int:
         await conn.close()
 
 
+Daemon = Callable[..., "subprocess.Popen[bytes]"]  # start(*extra args) -> a running watcher daemon
+
+
+def prepare_addresses(db_url: str, rows: list[tuple[int, str, str]], first_index: int) -> None:
+    """The demo assets and markets, and a deposit address per (user, chain, address) row."""
+    async def go() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await seed(conn)
+            await add_addresses(conn, rows, first_index)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def kill_while_paying(start: Daemon, payer: threading.Thread, rng: random.Random, db_url: str, log: Path,
+                      longest_s: float) -> list[int]:
+    """Start the daemon and kill -9 it after 0.8..`longest_s` s, again and again until `payer` is
+    done and at least 6 kills happened; returns the credited deposits at each kill."""
+    kills: list[int] = []
+    try:
+        while payer.is_alive() or len(kills) < 6:
+            daemon = start()
+            time.sleep(rng.uniform(0.8, longest_s))
+            assert daemon.poll() is None, log.read_text()[-3000:]
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(timeout=10)
+            kills.append(asyncio.run(credited_count(db_url)))
+    finally:
+        payer.join(timeout=120)
+    return kills
+
+
+def run_once(start: Daemon, log: Path) -> None:
+    """One `--once` pass of the daemon to the tip; it must exit 0."""
+    final = start("--once")
+    assert final.wait(timeout=120) == 0, log.read_text()[-3000:]
+
+
+def kill_once_then_finish(start: Daemon, rng: random.Random, log: Path) -> None:
+    """While the daemon follows a reorg: one more kill -9, then a `--once` pass."""
+    daemon = start()
+    time.sleep(rng.uniform(0.5, 1.5))
+    os.killpg(daemon.pid, signal.SIGKILL)
+    daemon.wait(timeout=10)
+    run_once(start, log)
+    assert "orphaned credited deposits" in log.read_text()
+
+
 async def assert_watcher_state(conn: asyncpg.Connection, chain: str, start: int, tip: int, deposits: int) -> None:
     """After the kills and the reorg: every watcher deposit credited, none reversed, some seen in an
     orphaned block and again in the new chain, and the block-hash chain contiguous up to the tip."""
@@ -81,15 +132,7 @@ def test_kill9_during_200_deposits_credits_each_exactly_once(eth_chain: EthChain
     addresses = [str(Account.create().address) for _ in users]
     amounts_gwei = {u: 1_000_000 + 7 * i for i, u in enumerate(users)}  # all above min_deposit, all distinct
 
-    async def prepare() -> None:
-        conn = await asyncpg.connect(db_url)
-        try:
-            await seed(conn)
-            await add_addresses(conn, [(u, "eth", a) for u, a in zip(users, addresses, strict=True)], 5000)
-        finally:
-            await conn.close()
-
-    asyncio.run(prepare())
+    prepare_addresses(db_url, [(u, "eth", a) for u, a in zip(users, addresses, strict=True)], 5000)
     start = eth_chain.block_number() + 1
     txids: dict[int, str] = {}
 
@@ -100,32 +143,19 @@ def test_kill9_during_200_deposits_credits_each_exactly_once(eth_chain: EthChain
     payer = threading.Thread(target=pay_all)
     payer.start()
     log = tmp_path / "watcher.log"
-    kills: list[int] = []  # credited deposits at each kill
-    try:
-        while payer.is_alive() or len(kills) < 6:
-            daemon = start_daemon(db_url, eth_chain.url, start, log=log)
-            time.sleep(rng.uniform(0.8, 3.0))
-            assert daemon.poll() is None, log.read_text()[-3000:]
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(timeout=10)
-            kills.append(asyncio.run(credited_count(db_url)))
-    finally:
-        payer.join(timeout=120)
+
+    def daemon(*extra: str) -> subprocess.Popen[bytes]:
+        return start_daemon(db_url, eth_chain.url, start, *extra, log=log)
+
+    kills = kill_while_paying(daemon, payer, rng, db_url, log, longest_s=3.0)  # credited deposits at each kill
     assert len(txids) == DEPOSITS
     eth_chain.mine(3)  # the last deposit reaches 3 confirmations
-    final = start_daemon(db_url, eth_chain.url, start, "--once", log=log)
-    assert final.wait(timeout=120) == 0, log.read_text()[-3000:]
+    run_once(daemon, log)
     assert asyncio.run(credited_count(db_url)) == DEPOSITS
     # A reorg deeper than the 3 confirmations: the last deposits, already credited, are orphaned
     # and mined again in the new blocks; the daemon is killed once more while it follows it.
     eth_chain.reorg(6, 7)
-    daemon = start_daemon(db_url, eth_chain.url, start, log=log)
-    time.sleep(rng.uniform(0.5, 1.5))
-    os.killpg(daemon.pid, signal.SIGKILL)
-    daemon.wait(timeout=10)
-    final = start_daemon(db_url, eth_chain.url, start, "--once", log=log)
-    assert final.wait(timeout=120) == 0, log.read_text()[-3000:]
-    assert "orphaned credited deposits" in log.read_text()
+    kill_once_then_finish(daemon, rng, log)
 
     async def check() -> None:
         conn = await asyncpg.connect(db_url)

@@ -11,9 +11,8 @@ several deposits as well as between blocks)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -24,8 +23,15 @@ import pytest
 
 from ledger.audit import run_audit
 from tests.chain_fixtures import BtcChain
-from tests.faults.test_watcher_kill9 import assert_watcher_state, credited_count, start_daemon
-from tests.watchers.helpers import add_addresses, seed
+from tests.faults.test_watcher_kill9 import (
+    assert_watcher_state,
+    credited_count,
+    kill_once_then_finish,
+    kill_while_paying,
+    prepare_addresses,
+    run_once,
+    start_daemon,
+)
 from wallet.addresses import p2wpkh_address
 
 DEPOSITS = 120
@@ -41,15 +47,7 @@ def test_kill9_during_btc_deposits_credits_each_exactly_once(btc_chain: BtcChain
                  for _ in users]
     amounts = {u: 20_000 + 13 * i for i, u in enumerate(users)}  # sat: above min_deposit, all distinct
 
-    async def prepare() -> None:
-        conn = await asyncpg.connect(db_url)
-        try:
-            await seed(conn)
-            await add_addresses(conn, [(u, "btc", a) for u, a in zip(users, addresses, strict=True)], 7000)
-        finally:
-            await conn.close()
-
-    asyncio.run(prepare())
+    prepare_addresses(db_url, [(u, "btc", a) for u, a in zip(users, addresses, strict=True)], 7000)
     start = btc_chain.tip_height() + 1
     txids: dict[int, str] = {}
 
@@ -64,31 +62,18 @@ def test_kill9_during_btc_deposits_credits_each_exactly_once(btc_chain: BtcChain
     payer = threading.Thread(target=pay_all)
     payer.start()
     log = tmp_path / "watcher-btc.log"
-    kills: list[int] = []  # credited deposits at each kill
-    try:
-        while payer.is_alive() or len(kills) < 6:
-            daemon = start_daemon(db_url, btc_chain.url, start, log=log, chain="btc")
-            time.sleep(rng.uniform(0.8, 2.5))
-            assert daemon.poll() is None, log.read_text()[-3000:]
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(timeout=10)
-            kills.append(asyncio.run(credited_count(db_url)))
-    finally:
-        payer.join(timeout=120)
+
+    def daemon(*extra: str) -> subprocess.Popen[bytes]:
+        return start_daemon(db_url, btc_chain.url, start, *extra, log=log, chain="btc")
+
+    kills = kill_while_paying(daemon, payer, rng, db_url, log, longest_s=2.5)  # credited deposits at each kill
     assert len(txids) == DEPOSITS
     btc_chain.mine(CONFIRMATIONS)  # the last deposits reach their confirmations
-    final = start_daemon(db_url, btc_chain.url, start, "--once", log=log, chain="btc")
-    assert final.wait(timeout=120) == 0, log.read_text()[-3000:]
+    run_once(daemon, log)
     assert asyncio.run(credited_count(db_url)) == DEPOSITS
     # a reorg deeper than the 2 confirmations: credited deposits are orphaned and mined again
     btc_chain.reorg(4, 5)
-    daemon = start_daemon(db_url, btc_chain.url, start, log=log, chain="btc")
-    time.sleep(rng.uniform(0.5, 1.5))
-    os.killpg(daemon.pid, signal.SIGKILL)
-    daemon.wait(timeout=10)
-    final = start_daemon(db_url, btc_chain.url, start, "--once", log=log, chain="btc")
-    assert final.wait(timeout=120) == 0, log.read_text()[-3000:]
-    assert "orphaned credited deposits" in log.read_text()
+    kill_once_then_finish(daemon, rng, log)
 
     async def check() -> None:
         conn = await asyncpg.connect(db_url)
