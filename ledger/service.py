@@ -11,6 +11,7 @@ Markets added while running are picked up at the next start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -136,28 +137,23 @@ async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int
     db_url, redis_url = settings.database_url.get(), settings.redis_url.get()
     if not db_url or not redis_url:
         raise LedgerError("coffer ledger run needs COFFER_DATABASE_URL and COFFER_REDIS_URL")
-    conn = await asyncpg.connect(db_url)
-    redis = Redis.from_url(redis_url)
-    try:
-        markets = sorted(await load_markets(conn))
-        if "intake" in roles:
-            await check_shard_count(conn, redis, settings.intake_shards)
-    except BaseException:
-        await redis.aclose()
-        raise
-    finally:
-        await conn.close()
-    # one connection per intake consumer, two per settlement consumer (its write and, meanwhile,
-    # the read of the next batch's orders), and spares for the withdrawal processor
-    shards = settings.intake_shards if "intake" in roles else 0
-    if "settlement" not in roles:
-        markets = []
-    try:
+    async with contextlib.AsyncExitStack() as exits:
+        redis = Redis.from_url(redis_url)
+        exits.push_async_callback(redis.aclose)
+        conn = await asyncpg.connect(db_url)
+        try:
+            markets = sorted(await load_markets(conn))
+            if "intake" in roles:
+                await check_shard_count(conn, redis, settings.intake_shards)
+        finally:
+            await conn.close()
+        # one connection per intake consumer, two per settlement consumer (its write and, meanwhile,
+        # the read of the next batch's orders), and spares for the withdrawal processor
+        shards = settings.intake_shards if "intake" in roles else 0
+        if "settlement" not in roles:
+            markets = []
         pool = await create_pool(db_url, shards + 2 * len(markets) + 4)
-    except BaseException:
-        await redis.aclose()
-        raise
-    try:
+        exits.push_async_callback(pool.close)
         intakes = [IntakeConsumer(pool, redis, shard=k, batch_size=batch_size) for k in range(shards)]
         settlements = [SettlementConsumer(pool, redis, market=m, batch_size=batch_size) for m in markets]
         extra = ", withdrawal processor" if "withdrawals" in roles else ""
@@ -169,9 +165,6 @@ async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int
                 tg.create_task(s.run(stop))
             if "withdrawals" in roles:
                 tg.create_task(_withdrawal_processor(pool, stop))
-    finally:
-        await redis.aclose()
-        await pool.close()
 
 
 def serve(settings: Settings, roles: frozenset[str] = frozenset(ROLES)) -> int:
