@@ -169,11 +169,12 @@ async def _busy_run(pool: asyncpg.Pool, redis_url: str, m: str, crash: Any, n_ba
     try:
         for b in range(n_batches):
             if (b == n_batches // 2) if not crash_every else (b % crash_every == crash_every - 1):
-                # a burst, then the kill once an intake consumer is inside its transaction
+                # a burst, then the kill once an intake consumer is inside its transaction (cleared
+                # before the burst: a fast consumer may take the whole burst while it is being sent)
+                entered.clear()
                 for shard, reqs in _orders(m, sent, 600).items():
                     await Pipeline(pool, writer, [m], shards=SHARDS).send(shard, reqs)
                 sent += 600
-                entered.clear()
                 async with asyncio.timeout(30):
                     await entered.wait()
                 await crash()
