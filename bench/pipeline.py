@@ -10,16 +10,23 @@ market orders, 15% cancels by client order id) straight into the `intake{k}` str
 per XADD entry as ledger/intake_protocol.py allows, in three phases:
 
 1. `redis_xadd_per_s`: pipelined XADD of small entries into a scratch stream of this Redis;
-2. latency at a low offered load first (`--low-rate`, default 500/s: `low_load_p50_ms`,
-   `low_load_p99_ms`), then at a moderate offered load (`--latency-rate`, default 5,000/s, for `--latency-s`):
-   for each order, from its intake timestamp to the moment the settlement's first non-pending
-   `order` event for it arrives (published right after the settlement commit), heard through
-   a pattern subscription to the user-event channels: `p50_ms`, `p99_ms`;
-3. throughput (`--throughput-s`, default 30): as fast as the system takes them, with at most
-   `--max-backlog` requests not yet consumed by the intake and at most as many orders not yet
-   settled (so the rate is sustained, not a burst and a long drain); then wait until every order left
-   `pending` in PostgreSQL. `orders_per_s` = orders placed in the phase / (time from the first
-   send to the last order settled); `offered_per_s` = requests written / send time.
+2. latency, after a warm-up at the low rate (`--warmup-s`, default 2 s, not measured: in a fresh
+   stack the first orders meet statements not yet prepared on each pooled connection and cold
+   caches, which alone put the low-load p99 above 60 ms): first at a low offered load
+   (`--low-rate`, default 500/s: `low_load_p50_ms`, `low_load_p99_ms`), then at a moderate one
+   (`--latency-rate`, default 5,000/s, for `--latency-s`): for each order, from its intake
+   timestamp to the moment the settlement's first non-pending `order` event for it arrives
+   (published right after the settlement commit), heard through a pattern subscription to the
+   user-event channels: `p50_ms`, `p99_ms`;
+3. throughput (`--throughput-s`, default 30). The flow is generated and encoded before the
+   phase's clock starts (`--prebuild` requests, default 1,000,000; more are generated on the way
+   if needed), so the load generator takes little of the 2 cores from the system it measures
+   (generating while sending, it took about 15% of them). Then as fast as the system takes
+   them, with at most `--max-backlog` requests not yet consumed by the intake and at most as many
+   orders not yet settled (so the rate is sustained, not a burst and a long drain); then wait
+   until every order left `pending` in PostgreSQL. `orders_per_s` = orders placed in the phase /
+   (time from the first send to the last order settled); `offered_per_s` = requests written /
+   send time.
 
 The last line is one JSON object. The machine is shared while this runs: figures are as measured.
 """
@@ -164,25 +171,31 @@ class Sender:
         self.ids: list[list[tuple[int, int]]] = [[] for _ in range(shards)]  # entry ids, in order
         self.cums: list[list[int]] = [[] for _ in range(shards)]  # requests up to and with that entry
 
-    async def send(self, requests: list[tuple[int, Any]]) -> None:
-        from ledger.intake import stream_id_key
-        from ledger.intake_protocol import BATCH_FIELD, encode_requests, intake_stream, shard_for_user
+    def encode(self, requests: list[tuple[int, Any]]) -> list[tuple[int, bytes, int]]:
+        """`requests` as XADD entries: `(shard, payload, requests in it)`, in send order."""
+        from ledger.intake_protocol import encode_requests, shard_for_user
 
         per_shard: list[list[Any]] = [[] for _ in range(self.shards)]
         for user, req in requests:
             per_shard[shard_for_user(user, self.shards)].append(req)
+        return [(k, encode_requests(reqs[i:i + self.per_entry]), len(reqs[i:i + self.per_entry]))
+                for k, reqs in enumerate(per_shard) for i in range(0, len(reqs), self.per_entry)]
+
+    async def send(self, requests: list[tuple[int, Any]]) -> None:
+        await self.send_encoded(self.encode(requests))
+
+    async def send_encoded(self, entries: list[tuple[int, bytes, int]]) -> None:
+        from ledger.intake import stream_id_key
+        from ledger.intake_protocol import BATCH_FIELD, intake_stream
+
         pipe = self.redis.pipeline(transaction=False)
-        meta: list[tuple[int, int]] = []
-        for k, reqs in enumerate(per_shard):
-            for i in range(0, len(reqs), self.per_entry):
-                chunk = reqs[i:i + self.per_entry]
-                pipe.xadd(intake_stream(k), {BATCH_FIELD: encode_requests(chunk)})
-                meta.append((k, len(chunk)))
+        for k, payload, _count in entries:
+            pipe.xadd(intake_stream(k), {BATCH_FIELD: payload})
         ids = await pipe.execute()
-        for (k, count), entry_id in zip(meta, ids, strict=True):
+        for (k, _payload, count), entry_id in zip(entries, ids, strict=True):
             self.ids[k].append(stream_id_key(entry_id.decode()))
             self.cums[k].append((self.cums[k][-1] if self.cums[k] else 0) + count)
-        self.sent += len(requests)
+            self.sent += count
 
     async def consumed(self, pool: Any) -> int:
         """Requests the intake consumers have committed (from their stored offsets)."""
@@ -259,12 +272,31 @@ async def _unsettled(pool: Any, low: int) -> tuple[int, int]:
     return int(row["lo"] or 0), int(row["hi"])
 
 
+def _prebuild(sender: Sender, flow: Flow, requests: int, chunk: int) -> list[tuple[list[tuple[int, bytes, int]], int]]:
+    """The throughput phase's flow, generated and encoded before its clock starts: `(entries,
+    orders placed in them)` per send of `chunk` requests. The load generator's own work then does
+    not take the 2 cores from the system it measures; `ts_ms` is the generation time."""
+    out = []
+    for _ in range(0, requests, chunk):
+        ts = _now_ms()
+        batch, placed = [], 0
+        for _ in range(chunk):
+            user, req, is_place = flow.next(ts)
+            batch.append((user, req))
+            placed += is_place
+        out.append((sender.encode(batch), placed))
+    return out
+
+
 async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: float, max_backlog: int,
-                            chunk: int) -> dict[str, Any]:
+                            chunk: int, prebuilt: int) -> dict[str, Any]:
     """Offer as fast as the system takes it: at most `max_backlog` requests not yet consumed by the
     intake AND at most `max_backlog` orders not yet settled, so the rate is sustained, not a burst
-    followed by a long drain."""
+    followed by a long drain. The first `prebuilt` requests are generated before the clock starts;
+    if the system takes more, the rest are generated on the way."""
+    ready = deque(_prebuild(sender, flow, prebuilt, chunk))
     base_sent = sender.sent
+    cpu0 = time.process_time()
     start_max_id = await pool.fetchval("SELECT coalesce(max(id), 0) FROM orders")
     low = start_max_id
     t0 = time.perf_counter()
@@ -273,6 +305,7 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
     unsettled = 0
     last_check = 0.0
     waits = 0
+    generated_live = 0
     while time.perf_counter() - t0 < seconds:
         now = time.perf_counter()
         if now - last_check > 0.2 or sender.sent - consumed > max_backlog or unsettled > max_backlog:
@@ -285,15 +318,16 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
                 waits += 1
                 await asyncio.sleep(0.01)
                 continue
-        ts = _now_ms()
-        batch = []
-        for _ in range(chunk):
-            user, req, is_place = flow.next(ts)
-            batch.append((user, req))
-            placed += is_place
-        await sender.send(batch)
+        if ready:
+            entries, n_placed = ready.popleft()
+        else:
+            (entries, n_placed), = _prebuild(sender, flow, chunk, chunk)
+            generated_live += chunk
+        await sender.send_encoded(entries)
+        placed += n_placed
         await asyncio.sleep(0)
     send_s = time.perf_counter() - t0
+    client_cpu = time.process_time() - cpu0
     offered = sender.sent - base_sent
     # wait until every order of the phase is settled (left `pending`) and counted
     deadline = time.monotonic() + 300
@@ -310,7 +344,8 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
     return {"orders_per_s": round(settled / total_s, 1), "offered_per_s": round(offered / send_s, 1),
             "throughput_window_s": round(total_s, 2), "send_s": round(send_s, 2), "orders_settled": settled,
             "orders_placed": placed, "requests_offered": offered, "drain_s": round(total_s - send_s, 2),
-            "backpressure_waits": waits}
+            "backpressure_waits": waits, "requests_generated_during_phase": generated_live,
+            "bench_client_send_cpu_s": round(client_cpu, 1)}
 
 
 async def _hops(redis: Any, t0_ms: int, t1_ms: int) -> dict[str, float]:
@@ -383,19 +418,22 @@ async def _measure(args: argparse.Namespace, db_url: str, redis_url: str,
         flow = Flow(args.users, args.shards, args.seed)
         low: list[float] = []
         hops: dict[str, float] = {}
+        if args.warmup_s > 0:  # discarded: the first orders meet unprepared statements and cold caches
+            await _latency_phase(redis_url, sender, flow, args.low_rate or 500, args.warmup_s)
         if args.low_rate:
             t0_ms = _now_ms()
             low = await _latency_phase(redis_url, sender, flow, args.low_rate, args.latency_s / 2)
             hops = {f"low_load_{k}": v for k, v in (await _hops(redis, t0_ms, _now_ms())).items()}
         latencies = await _latency_phase(redis_url, sender, flow, args.latency_rate, args.latency_s)
-        result = await _throughput_phase(pool, sender, flow, args.throughput_s, args.max_backlog, args.chunk)
+        result = await _throughput_phase(pool, sender, flow, args.throughput_s, args.max_backlog, args.chunk,
+                                          args.prebuild)
     finally:
         await pool.close()
         await redis.aclose()
     return {
         **result,
         "p50_ms": round(_pct(latencies, 0.50), 2), "p99_ms": round(_pct(latencies, 0.99), 2),
-        "latency_offered_per_s": args.latency_rate, "latency_samples": len(latencies),
+        "warmup_s": args.warmup_s, "latency_offered_per_s": args.latency_rate, "latency_samples": len(latencies),
         "low_load_offered_per_s": args.low_rate, "low_load_p50_ms": round(_pct(low, 0.50), 2),
         "low_load_p99_ms": round(_pct(low, 0.99), 2), **hops,
         "redis_xadd_per_s": round(xadd_rate, 1),
@@ -463,8 +501,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--per-entry", type=int, default=200, help="requests per XADD entry")
     parser.add_argument("--chunk", type=int, default=2000, help="requests generated per send in the throughput phase")
+    parser.add_argument("--prebuild", type=int, default=1_000_000,
+                        help="requests of the throughput phase generated before its clock starts (default 1,000,000)")
     parser.add_argument("--latency-rate", type=int, default=5000)
     parser.add_argument("--latency-s", type=float, default=10.0)
+    parser.add_argument("--warmup-s", type=float, default=2.0,
+                        help="orders at the low rate before the latency phases, not measured (default 2 s)")
     parser.add_argument("--low-rate", type=int, default=500,
                         help="also measure latency at this lower offered rate first (0: skip)")
     parser.add_argument("--throughput-s", type=float, default=30.0)
