@@ -9,7 +9,10 @@ then in one run measures:
   (entries of `--per-entry` commands, the seeded mixed flow of bench.matcher_core), from its start
   (lease, recovery) until its checkpoint reaches the last entry, with every batch committed by the
   fenced script (events + checkpoint) and periodic snapshots on;
-- `runner_events_per_s`: the events it wrote to `match:out{M}` in that time.
+- `runner_events_per_s`: the events it wrote to `match:out{M}` in that time;
+- `cpu_s` / `cpu_us_per_command`: this process's CPU time over that drain (the runner, plus the
+  bench's checkpoint polling; the Redis server is another process), steadier than the wall-clock
+  rates on a shared machine.
 
 Run: `python -m bench.matcher_stream [--commands N] [--per-entry K]`; last line is one JSON object.
 """
@@ -48,7 +51,7 @@ async def _xadd_rate(r: Any, n: int) -> float:
     return n / dt
 
 
-async def _runner_rate(r: Any, url: str, n: int, per_entry: int, batch: int) -> dict[str, Any]:
+async def _runner_rate(r: Any, url: str, n: int, per_entry: int, batch: int, snapshot_s: float) -> dict[str, Any]:
     cmds = mixed_flow(n, seed=7)
     for start in range(0, n, per_entry * 200):
         pipe = r.pipeline(transaction=False)
@@ -56,21 +59,24 @@ async def _runner_rate(r: Any, url: str, n: int, per_entry: int, batch: int) -> 
             pipe.xadd(keys.match_in(MARKET), {"b": encode_batch(cmds[i:i + per_entry])})
         await pipe.execute()
     last = (await r.xrevrange(keys.match_in(MARKET), count=1))[0][0]
-    config = RunnerConfig(markets=(MARKET,), redis_url=url, snapshot_interval_s=1.0, batch=batch)
+    config = RunnerConfig(markets=(MARKET,), redis_url=url, snapshot_interval_s=snapshot_s, batch=batch)
     stop = asyncio.Event()
     runner = MarketRunner(r, MARKET, config, stop)
     t0 = time.perf_counter()
+    c0 = time.process_time()
     task = asyncio.create_task(runner.run())
     while True:  # poll the checkpoint: it is the runner's only observable progress
         if await r.hget(keys.checkpoint(MARKET), "in_id") == last:
             break
         await asyncio.sleep(0.005)
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     stop.set()
     await task
     seq = int(await r.hget(keys.checkpoint(MARKET), "seq"))
     return {"runner_commands_per_s": round(n / dt), "runner_events_per_s": round(seq / dt), "events": seq,
-            "runner_commits": runner.commits, "seconds": round(dt, 3)}
+            "runner_commits": runner.commits, "seconds": round(dt, 3), "cpu_s": round(cpu, 3),
+            "cpu_us_per_command": round(cpu / n * 1e6, 2)}
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
@@ -83,13 +89,15 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         r = aioredis.Redis.from_url(server.url)
         try:
             xadd = await _xadd_rate(r, args.xadds)
-            result = await _runner_rate(r, server.url, args.commands, args.per_entry, args.batch)
+            result = await _runner_rate(r, server.url, args.commands, args.per_entry, args.batch,
+                                        args.snapshot_interval)
         finally:
             await r.aclose()
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return {"bench": "matcher_stream", "commands": args.commands, "per_entry": args.per_entry, "batch": args.batch,
+            "snapshot_interval_s": args.snapshot_interval,
             **result, "xadd_pipelined_per_s": round(xadd),
             "redis": "private redis-server, appendonly yes, appendfsync everysec",
             "note": "2-core machine shared with the whole team while measured; figures are depressed"}
@@ -101,6 +109,7 @@ def main() -> None:
     parser.add_argument("--per-entry", type=int, default=100, help="commands per match:in entry")
     parser.add_argument("--batch", type=int, default=50, help="entries per XREAD")
     parser.add_argument("--xadds", type=int, default=100_000)
+    parser.add_argument("--snapshot-interval", type=float, default=1.0, help="seconds between snapshots")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(_main(args))))
 

@@ -31,7 +31,25 @@ from matcher.book import (
     OrderBook,
 )
 from matcher.errors import SnapshotError
-from matcher.protocol import CancelOrder, CancelRejected, Command, Done, DoneReason, Event, Opened, PlaceOrder, Trade
+from matcher.protocol import (
+    CancelOrder,
+    CancelRejected,
+    Command,
+    Done,
+    DoneReason,
+    Event,
+    Opened,
+    PlaceOrder,
+    Trade,
+    WireCancelOrder,
+    WireCancelRejected,
+    WireCommand,
+    WireDone,
+    WireEvent,
+    WireOpened,
+    WirePlaceOrder,
+    WireTrade,
+)
 
 TIF_CODES = {"GTC": GTC, "IOC": IOC, "FOK": FOK}
 STP_CODES = {"none": STP_NONE, "cancel_taker": STP_CANCEL_TAKER, "cancel_maker": STP_CANCEL_MAKER,
@@ -45,7 +63,7 @@ def _positive_int(value: object) -> bool:
     return type(value) is int and value > 0
 
 
-def _invalid(cmd: PlaceOrder) -> str | None:
+def _invalid(cmd: PlaceOrder | WirePlaceOrder) -> str | None:
     """Why a PlaceOrder cannot be applied, or None when it is well formed."""
     if cmd.side not in ("buy", "sell"):
         return f"side must be buy or sell, got {cmd.side!r}"
@@ -89,10 +107,10 @@ class Engine:
         self.book = book if book is not None else OrderBook()
         self.seq = seq
 
-    def execute(self, cmd: Command, out: list[EventTuple]) -> None:
-        """Apply `cmd`, appending the core's event tuples to `out` (no seq given yet)."""
+    def execute(self, cmd: Command | WireCommand, out: list[EventTuple]) -> None:
+        """Apply `cmd` (either form), appending the core's event tuples to `out` (no seq given yet)."""
         book = self.book
-        if isinstance(cmd, CancelOrder):
+        if isinstance(cmd, (CancelOrder, WireCancelOrder)):
             book.cancel(out, cmd.oid, cmd.user)
             return
         reason = _invalid(cmd)
@@ -124,6 +142,14 @@ class Engine:
         rows = to_wire(out, self.seq + 1, cmd.ts_ms)
         self.seq += len(out)
         return rows
+
+    def apply_into(self, cmd: Command | WireCommand, rows: list[WireEvent]) -> None:
+        """Apply one command, appending its events to `rows` as wire Structs (the runner's path:
+        they encode to the bytes of `apply_wire`'s dicts, at about half the cost)."""
+        out: list[EventTuple] = []
+        self.execute(cmd, out)
+        append_wire(out, self.seq + 1, cmd.ts_ms, rows)
+        self.seq += len(out)
 
     def next_seq(self) -> int:
         """Take one sequence number for an event made outside the engine (replay errors)."""
@@ -192,3 +218,21 @@ def to_wire(out: list[EventTuple], first_seq: int, ts_ms: int) -> list[dict[str,
                          "e": "cancel_reject"})
         seq += 1
     return rows
+
+
+def append_wire(out: list[EventTuple], first_seq: int, ts_ms: int, rows: list[WireEvent]) -> None:
+    """Core tuples -> protocol wire Structs numbered from `first_seq`, appended to `rows`; each
+    encodes to the bytes of the `to_wire` dict for the same tuple (a test checks it)."""
+    append = rows.append
+    seq = first_seq
+    for ev in out:
+        kind = ev[0]
+        if kind == EV_TRADE:
+            append(WireTrade(seq, ev[1], ev[2], ev[3], ev[4], "buy" if ev[5] else "sell", ev[6], ev[7], ts_ms))
+        elif kind == EV_DONE:
+            append(WireDone(seq, ev[1], ev[2], _REASON_VALUES[ev[3]], ev[4], ev[5], ts_ms, ev[6]))
+        elif kind == EV_OPEN:
+            append(WireOpened(seq, ev[1], ev[2], "buy" if ev[3] else "sell", ev[4], ev[5], ts_ms))
+        elif kind == EV_CANCEL_REJECT:
+            append(WireCancelRejected(seq, ev[1], ev[2], ev[3], ts_ms))
+        seq += 1

@@ -37,10 +37,10 @@ from matcher import keys
 from matcher._aio import raise_if_cancelling, redis_client, serve_until_signalled, sleep_or_stop
 from matcher.engine import Engine
 from matcher.errors import LeaseLostError, RecoveryError, SnapshotError
-from matcher.protocol import BATCH_FIELD, Command, ProtocolError, decode_commands
+from matcher.protocol import BATCH_FIELD, ProtocolError, WireCommand, WireEvent, decode_wire_commands
 
 log = logging.getLogger("matcher.runner")
-_encode = msgspec.msgpack.Encoder().encode  # the bytes of msgpack.packb(rows, use_bin_type=True), faster
+_encode = msgspec.msgpack.Encoder().encode  # wire Structs: the bytes of the events' field maps
 
 # KEYS: lease, fence. ARGV: lease_ms, our previous token ("" if none).
 _ACQUIRE = """
@@ -162,10 +162,10 @@ class MarketRunner:
 
     # ---- recovery ---------------------------------------------------------------------
 
-    def _apply_entry(self, fields: dict[bytes, bytes], rows: list[dict[str, Any]] | None) -> None:
+    def _apply_entry(self, fields: dict[bytes, bytes], rows: list[WireEvent] | None) -> None:
         raw = fields.get(BATCH_FIELD)
         try:
-            cmds: list[Command] = decode_commands(raw) if raw is not None else []
+            cmds: list[WireCommand] = decode_wire_commands(raw) if raw is not None else []
         except ProtocolError as exc:
             # A poison entry is skipped the same way live and in recovery, so state stays deterministic.
             if self._skipped_logged < _SKIP_ENTRY_LOG_LIMIT:
@@ -184,7 +184,7 @@ class MarketRunner:
                 engine.execute(cmd, out)
                 engine.seq += len(out)
             else:
-                rows.extend(engine.apply_wire(cmd))
+                engine.apply_into(cmd, rows)
             self.commands += 1
 
     async def recover(self) -> None:
@@ -231,7 +231,7 @@ class MarketRunner:
 
     # ---- the loop ---------------------------------------------------------------------
 
-    async def _commit_batch(self, prev_seq: int, prev_in: str, rows: list[dict[str, Any]]) -> None:
+    async def _commit_batch(self, prev_seq: int, prev_in: str, rows: list[WireEvent]) -> None:
         chunk = self.config.out_chunk
         payloads = [_encode(rows[i:i + chunk]) for i in range(0, len(rows), chunk)]
         wm_args: list[Any] = []
@@ -285,7 +285,7 @@ class MarketRunner:
                     continue
                 entries = reply[0][1]
                 prev_seq, prev_in = self.engine.seq, self.in_id
-                rows: list[dict[str, Any]] = []
+                rows: list[WireEvent] = []
                 for n, (entry_id, fields) in enumerate(entries, start=1):
                     self._apply_entry(fields, rows)
                     self.in_id = entry_id.decode()

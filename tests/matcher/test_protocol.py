@@ -20,8 +20,11 @@ from matcher.protocol import (
     PlaceOrder,
     ProtocolError,
     Trade,
+    WireCancelOrder,
+    WirePlaceOrder,
     decode_commands,
     decode_events,
+    decode_wire_commands,
     encode_batch,
 )
 
@@ -54,15 +57,51 @@ def test_encoding_is_the_field_maps_and_round_trips() -> None:
     assert isinstance(done, Done) and isinstance(done.reason, DoneReason)
 
 
+def test_wire_commands_are_the_commands_fields() -> None:
+    wire = decode_wire_commands(encode_batch(COMMANDS))
+    assert [type(c) for c in wire] == [WirePlaceOrder, WirePlaceOrder, WireCancelOrder]
+    for w, c in zip(wire, COMMANDS, strict=True):
+        assert w.t == c.t
+        assert {f: getattr(w, f) for f in w.__struct_fields__} == {k: v for k, v in asdict(c).items() if k != "t"}
+
+
+_PLACE = asdict(COMMANDS[0])
+
+
 @pytest.mark.parametrize(("raw", "message"), [
     (b"\xc1", "not a msgpack batch"),
+    (msgpack.packb([_PLACE]) + b"\x00", "not a msgpack batch"),
     (msgpack.packb({"t": "place"}), "batch is not a list"),
     (msgpack.packb([{"t": "teleport"}]), "unknown item"),
-    (msgpack.packb([{"t": "cancel", "oid": 1}]), "bad cancel item"),
+    (msgpack.packb([{"t": ["place"]}]), "unknown item"),
+    (msgpack.packb([{"oid": 1}]), "unknown item"),
+    (msgpack.packb([7]), "unknown item"),
+    (msgpack.packb([{"t": "cancel", "oid": 1}]), "bad cancel item: .*missing required field `user`"),
+    # wrongly typed fields are refused here rather than reaching the engine or settlement
+    (msgpack.packb([{**_PLACE, "price": "300000"}]),
+     "bad place item: Expected `int \\| null`, got `str` - at `\\$.price`"),
+    (msgpack.packb([{**_PLACE, "qty": 5.0}]), "bad place item: .*qty"),
+    (msgpack.packb([{**_PLACE, "iid": True}]), "bad place item: .*iid"),
+    (msgpack.packb([{**_PLACE, "post_only": 0}]), "bad place item: .*post_only"),
+    (msgpack.packb([{**_PLACE, "side": None}]), "bad place item: .*side"),
+    (msgpack.packb([{**_PLACE, "colour": "red"}]), "bad place item: .*unknown field `colour`"),
+    # the first bad item is named, also after good ones
+    (msgpack.packb([_PLACE, {"t": "cancel", "oid": 1, "user": 2, "shard": 0, "iid": "9", "ts_ms": 1}]),
+     "bad cancel item: .*iid"),
 ])
 def test_bad_command_batches_are_refused(raw: bytes, message: str) -> None:
     with pytest.raises(ProtocolError, match=message):
+        decode_wire_commands(raw)
+    with pytest.raises(ProtocolError, match=message):
         decode_commands(raw)
+
+
+def test_unknown_values_of_string_fields_reach_the_engine() -> None:
+    """A side, type, tif or stp outside its set is the engine's rejection (a Done the ledger
+    settles, releasing the frozen funds), not a protocol error that would skip the entry."""
+    row = {**_PLACE, "side": "up", "type": "stop", "tif": "GTD", "stp": "maybe"}
+    (cmd,) = decode_wire_commands(msgpack.packb([row]))
+    assert isinstance(cmd, WirePlaceOrder) and (cmd.side, cmd.type, cmd.tif, cmd.stp) == ("up", "stop", "GTD", "maybe")
 
 
 def test_bad_done_reason_is_refused() -> None:

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from matcher import keys
 from matcher.engine import Engine
 from matcher.errors import LeaseLostError
-from matcher.protocol import decode_events, encode_batch
+from matcher.protocol import WireEvent, decode_events, decode_wire_commands, encode_batch
 from matcher.runner import MarketRunner, RunnerConfig
 from tests.matcher.flows import random_flow
 from tests.matcher.streams import (
@@ -34,13 +34,21 @@ def _config(url: str, **kw: Any) -> RunnerConfig:
 
 
 def test_wire_rows_equal_protocol_encoding() -> None:
-    engine_a, engine_b = Engine(), Engine()
+    """The three forms of the engine's output write the same match:out bytes; the runner's form
+    (wire Structs from wire commands) is checked against the dataclasses, the reference."""
+    import msgpack
+
+    engine_a, engine_b, engine_c = Engine(), Engine(), Engine()
     for cmd in random_flow(__import__("random").Random(3), 400):
         events = engine_a.apply(cmd)
         rows = engine_b.apply_wire(cmd)
+        structs: list[WireEvent] = []
+        (wire_cmd,) = decode_wire_commands(encode_batch([cmd]))
+        engine_c.apply_into(wire_cmd, structs)
         assert decode_events(encode_batch(events)) == events
-        import msgpack
         assert msgpack.packb(rows, use_bin_type=True) == encode_batch(events)
+        assert encode_batch(structs) == encode_batch(events)
+    assert engine_a.seq == engine_b.seq == engine_c.seq
 
 
 @pytest.mark.asyncio
@@ -102,7 +110,7 @@ async def test_fenced_leader_cannot_write(redis_url: str) -> None:
         assert await standby.acquire()
         assert int(standby.token) > int(leader.token)
         entries: Any = await r.xrange(keys.match_in(M))
-        rows: list[dict[str, Any]] = []
+        rows: list[WireEvent] = []
         prev_seq, prev_in = leader.engine.seq, leader.in_id
         for entry_id, fields in entries:
             leader._apply_entry(fields, rows)
