@@ -297,6 +297,7 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
     ready = deque(_prebuild(sender, flow, prebuilt, chunk))
     base_sent = sender.sent
     cpu0 = time.process_time()
+    wal0 = await pool.fetchval("SELECT pg_current_wal_lsn()::text")
     start_max_id = await pool.fetchval("SELECT coalesce(max(id), 0) FROM orders")
     low = start_max_id
     t0 = time.perf_counter()
@@ -341,11 +342,13 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
         await asyncio.sleep(0.05)
     total_s = time.perf_counter() - t0
     settled = int(row["n"]) - int(row["pending"])
+    wal_bytes = int(await pool.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)", wal0))
     return {"orders_per_s": round(settled / total_s, 1), "offered_per_s": round(offered / send_s, 1),
             "throughput_window_s": round(total_s, 2), "send_s": round(send_s, 2), "orders_settled": settled,
             "orders_placed": placed, "requests_offered": offered, "drain_s": round(total_s - send_s, 2),
             "backpressure_waits": waits, "requests_generated_during_phase": generated_live,
-            "bench_client_send_cpu_s": round(client_cpu, 1)}
+            "bench_client_send_cpu_s": round(client_cpu, 1),
+            "postgres_wal_bytes_per_order": round(wal_bytes / max(1, placed))}
 
 
 async def _hops(redis: Any, t0_ms: int, t1_ms: int) -> dict[str, float]:
