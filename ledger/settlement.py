@@ -9,7 +9,8 @@ states (one `UPDATE ... FROM unnest`), the journal (COPY: the batch's net change
 (user, asset), kind `settle`, ref = the batch's last seq; `trades` and `orders` hold each
 event's detail and the audit checks that they explain those rows), balances (one upsert in sorted
 lock order) and the offset; commit; then publish user events (fills, order states, new
-balances) to `user:events:<user>`.
+balances) to `user:events:<user>`, built only for the users who have a subscriber on that channel
+(asked once per batch after reading it: ledger/online.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ from ledger.errors import ArithmeticInvariantError, LedgerError
 from ledger.intake import ReadAhead, _retrieve, publish_many, publish_script, stream_id_key
 from ledger.intake_protocol import encode_user_events, user_events_channel
 from ledger.markets import Market
+from ledger.online import listening_users
 from ledger.recovery import CommandLog
 from ledger.repo import insert_rows, load_markets, upsert_journal_and
 from matcher import keys
@@ -81,8 +84,14 @@ def decode_event_rows(raw: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-@dataclass(slots=True)
-class _Order:
+class _Order(msgspec.Struct, gc=False):
+    """An order's settlement state, kept in memory between batches (see SettlementConsumer).
+
+    A msgspec Struct rather than a slots dataclass: built from a row in C (several times faster
+    than a dataclass `__init__`; every new order is loaded once), and, holding only scalars, it is
+    never part of a reference cycle, so `gc=False` keeps the up to CACHE_LIMIT live orders out of
+    the collector's scans. Fields are the columns of `_ORDER_SELECT` in order."""
+
     id: int
     user_id: int
     side: str
@@ -95,7 +104,6 @@ class _Order:
     fee_paid: int
     state: str
     done_reason: str | None
-    dirty: bool = False
 
 
 @dataclass
@@ -103,6 +111,8 @@ class SettleResult:
     applied: int = 0
     skipped: int = 0
     events: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    # the users whose events are built and published: those with a subscriber (ledger/online.py)
+    listeners: Collection[int] = frozenset()
     balances: list[tuple[int, str, int, int]] = field(default_factory=list)
 
 
@@ -128,6 +138,14 @@ class StaleBatchError(LedgerError):
 
 
 LIVE = frozenset(("pending", "open"))
+# _Order's fields, of the orders of `$1` in market `$2`. The ids are looked up by primary key
+# alone (a market condition beside them let a planner walk the market instead): the
+# MATERIALIZED CTE keeps the market test out of the index scan. An order of another market is
+# not returned, so it is unknown here, as it must be.
+_ORDER_COLUMNS = ("id, user_id, side, type, price_ticks, frozen_asset, frozen_remaining, filled_lots, filled_quote, "
+                  "fee_paid, state, done_reason")
+_ORDER_SELECT = (f"WITH o AS MATERIALIZED (SELECT {_ORDER_COLUMNS}, market FROM orders WHERE id = ANY($1::bigint[])) "
+                 f"SELECT {_ORDER_COLUMNS} FROM o WHERE market = $2")
 CACHE_LIMIT = 200_000  # live orders kept in memory between batches (beyond it, re-read when needed)
 
 
@@ -231,7 +249,7 @@ class SettlementConsumer(RecoveringLoop):
         written one after another and each waits for the previous batch's publishing, so each
         user's events stay in order."""
         result = await self._write(prepared)
-        if self.publish_events and result.applied:
+        if self.publish_events and result.applied and result.listeners:
             # best effort (pub/sub is at-most-once): in the background, overlapping the next batch
             await self._flush_publishing()
             self._publishing = asyncio.create_task(self._publish(result))
@@ -281,30 +299,24 @@ class SettlementConsumer(RecoveringLoop):
         return f"settlement {self.symbol}"
 
     async def _publish(self, result: SettleResult) -> None:
-        per_user = result.events
+        per_user, listeners = result.events, result.listeners
         for user, asset, available, frozen in result.balances:
-            per_user[user].append({"type": "balance", "asset": asset, "available": available, "frozen": frozen})
+            if user in listeners:
+                per_user[user].append({"type": "balance", "asset": asset, "available": available, "frozen": frozen})
         await publish_many(self._publish_script, [(user_events_channel(user), encode_user_events(user, evs))
                                         for user, evs in per_user.items()])
 
     async def _load_orders(self, oids: set[int]) -> None:
         """Bring the orders of `oids` that are not in memory in from the database."""
-        missing = [oid for oid in oids if oid not in self._orders]
+        orders = self._orders
+        missing = [oid for oid in oids if oid not in orders]
         if not missing:
             return
         async with self.pool.acquire() as conn:
-            # by primary key only (a market condition let a planner walk the market instead)
-            rows = await conn.fetch(
-                "SELECT id, user_id, side, type, price_ticks, frozen_asset, frozen_remaining, filled_lots, "
-                "filled_quote, fee_paid, state, done_reason, market FROM orders WHERE id = ANY($1::bigint[])",
-                missing)
-        # the columns before `market` are _Order's fields in order (bigint columns arrive as int)
-        symbol = self.symbol
-        for r in rows:
-            if r[12] == symbol:
-                self._orders[r[0]] = _Order(*r[:12])
-        unknown = oids - self._orders.keys()
-        if unknown:
+            rows = await conn.fetch(_ORDER_SELECT, missing, self.symbol)
+        orders.update({r[0]: _Order(*r) for r in rows})
+        if len(rows) < len(missing):
+            unknown = oids - orders.keys()
             raise ArithmeticInvariantError(f"engine events for orders the ledger does not know: {sorted(unknown)[:5]}")
 
     def _forget(self, keep: frozenset[int]) -> None:
@@ -336,14 +348,25 @@ class SettlementConsumer(RecoveringLoop):
         if fresh[0]["seq"] != base_seq + 1:
             log.warning("settlement %s: seq gap %d -> %d", self.symbol, base_seq, fresh[0]["seq"])
         oids: set[int] = set()
+        users: set[int] = set()
         for e in fresh:
             kind = e["e"]
             if kind == "trade":
                 oids.add(e["taker"])
                 oids.add(e["maker"])
-            elif kind == "open" or kind == "done":
-                oids.add(e["oid"])
-        await self._load_orders(oids)
+                users.add(e["taker_user"])
+                users.add(e["maker_user"])
+            else:
+                users.add(e["user"])
+                if kind != "cancel_reject":
+                    oids.add(e["oid"])
+        if self.publish_events:
+            # who listens, asked now that the batch is read (ledger/online.py), while the orders load
+            _loaded, listeners = await asyncio.gather(self._load_orders(oids), listening_users(self.redis, users))
+        else:
+            await self._load_orders(oids)
+            listeners = frozenset()
+        res.listeners = listeners
         orders = self._orders
         command_rows = self._commands.segment(fresh, lambda oid: orders[oid].state)  # before states change
         trades: list[tuple[Any, ...]] = []
@@ -379,6 +402,8 @@ class SettlementConsumer(RecoveringLoop):
                 trades.append((symbol, seq, buy.id, sell.id, buy.user_id, sell.user_id, taker_side, price,
                                qty, eff.base_amount, quote_amount, eff.buyer_fee, eff.seller_fee, ts_ms))
                 for o, fee, fee_asset in ((buy, eff.buyer_fee, base), (sell, eff.seller_fee, quote)):
+                    if o.user_id not in listeners:
+                        continue
                     events_of[o.user_id].append({
                         "type": "fill", "market": symbol, "order_id": o.id, "side": o.side,
                         "liquidity": "taker" if o.side == taker_side else "maker", "seq": seq,
@@ -389,8 +414,9 @@ class SettlementConsumer(RecoveringLoop):
                 if o.state == "pending":
                     o.state = "open"
                     mark(o.id)
-                events_of[o.user_id].append({"type": "order", "market": symbol, "order_id": o.id,
-                                             "state": "open", "filled_lots": o.filled_lots, "ts_ms": e["ts_ms"]})
+                if o.user_id in listeners:
+                    events_of[o.user_id].append({"type": "order", "market": symbol, "order_id": o.id,
+                                                 "state": "open", "filled_lots": o.filled_lots, "ts_ms": e["ts_ms"]})
             elif kind == "done":
                 o = orders[e["oid"]]
                 add_deltas(net, release_deltas(o.user_id, o.frozen_asset, o.frozen_remaining))
@@ -398,9 +424,10 @@ class SettlementConsumer(RecoveringLoop):
                 o.state = FINAL_STATE[e["reason"]]
                 o.done_reason = e["detail"] or e["reason"]
                 mark(o.id)
-                events_of[o.user_id].append({"type": "order", "market": symbol, "order_id": o.id,
-                                             "state": o.state, "filled_lots": o.filled_lots, "ts_ms": e["ts_ms"]})
-            else:  # cancel_reject
+                if o.user_id in listeners:
+                    events_of[o.user_id].append({"type": "order", "market": symbol, "order_id": o.id,
+                                                 "state": o.state, "filled_lots": o.filled_lots, "ts_ms": e["ts_ms"]})
+            elif e["user"] in listeners:  # cancel_reject
                 events_of[e["user"]].append({"type": "cancel_rejected", "market": symbol, "order_id": e["oid"],
                                              "reason": e["reason"], "ts_ms": e["ts_ms"]})
         changed = [orders[oid] for oid in sorted(dirty)]  # snapshots: the next batch changes these objects
