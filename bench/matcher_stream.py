@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import shutil
 import tempfile
@@ -51,13 +52,18 @@ async def _xadd_rate(r: Any, n: int) -> float:
     return n / dt
 
 
-async def _runner_rate(r: Any, url: str, n: int, per_entry: int, batch: int, snapshot_s: float) -> dict[str, Any]:
+async def _preload(r: Any, n: int, per_entry: int) -> None:
     cmds = mixed_flow(n, seed=7)
     for start in range(0, n, per_entry * 200):
         pipe = r.pipeline(transaction=False)
         for i in range(start, min(start + per_entry * 200, n), per_entry):
             pipe.xadd(keys.match_in(MARKET), {"b": encode_batch(cmds[i:i + per_entry])})
         await pipe.execute()
+
+
+async def _runner_rate(r: Any, url: str, n: int, per_entry: int, batch: int, snapshot_s: float) -> dict[str, Any]:
+    await _preload(r, n, per_entry)
+    gc.collect()  # the flow's N command objects are gone, as in a runner process: no GC work over them
     last = (await r.xrevrange(keys.match_in(MARKET), count=1))[0][0]
     config = RunnerConfig(markets=(MARKET,), redis_url=url, snapshot_interval_s=snapshot_s, batch=batch)
     stop = asyncio.Event()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections import deque
+from operator import itemgetter
 from typing import Any
 
 # Event tuple layouts (first item is the kind):
@@ -50,6 +51,10 @@ _NO_LIMIT = -(1 << 126)  # a level key lower than any real key: "match at any pr
 _COMPACT_MIN = 16  # levels rebuild only past this many cancelled orders inside them
 
 EventTuple = tuple[Any, ...]
+SnapshotRow = tuple[int, int, bool, int, int]  # (oid, user, is_buy, price, remaining)
+
+_live = itemgetter(0)  # an order's remaining lots: 0 once cancelled or filled
+_snapshot_row = itemgetter(1, 2, 4, 3, 0)  # order list -> SnapshotRow
 
 
 class BookSide:
@@ -341,18 +346,22 @@ class OrderBook:
 
     # ---- snapshot ---------------------------------------------------------------------
 
-    def dump(self) -> list[list[int]]:
-        """Live orders as `[oid, user, is_buy, price, remaining]`, per side best level first, time order."""
-        rows: list[list[int]] = []
+    def dump(self) -> list[SnapshotRow]:
+        """Live orders as `(oid, user, is_buy, price, remaining)`, per side best level first, time order.
+
+        Built in C (filter + itemgetter): a snapshot of a big book is taken on the runner's loop.
+        """
+        rows: list[SnapshotRow] = []
         for side in (self.bids, self.asks):
+            levels = side.levels
+            sign = side.sign
             for key in reversed(side.keys):
-                for o in side.levels[key * side.sign]:
-                    if o[0]:
-                        rows.append([o[1], o[2], 1 if o[4] else 0, o[3], o[0]])
+                rows += map(_snapshot_row, filter(_live, levels[key * sign]))
         return rows
 
     @classmethod
-    def load(cls, rows: list[list[int]]) -> OrderBook:
+    def load(cls, rows: list[list[int]] | list[SnapshotRow]) -> OrderBook:
+        """The book `dump` described (`is_buy` may also be 1/0, as older builds wrote it)."""
         book = cls()
         for oid, user, is_buy, price, remaining in rows:
             order = [remaining, oid, user, price, bool(is_buy)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from matcher.engine import Engine
@@ -137,6 +138,24 @@ def test_snapshot_roundtrip_and_corruption() -> None:
         Engine.restore(b"\x93garbage")
     with pytest.raises(SnapshotError):
         Engine.restore(b"\x81\xa1v\x09")
+
+
+def test_snapshot_format_is_the_one_older_builds_read_and_wrote() -> None:
+    """Version 1: a map of `v`, `seq` and `orders`, each order `[oid, user, is_buy, price, remaining]`,
+    bids then asks, best level first, time order. Older builds wrote `is_buy` as 1/0 (still read) and
+    read it with bool(), so they read ours too (a rollback keeps its snapshots)."""
+    e = book(limit(1, 1, "buy", 90, 4), limit(2, 2, "buy", 91, 1), limit(3, 3, "sell", 95, 2),
+             limit(4, 3, "buy", 90, 3))
+    e.apply(CancelOrder(2, 1, 0, next(_iid), 0))  # not the owner: stays
+    data = msgpack.unpackb(e.snapshot(), raw=False)
+    assert data == {"v": 1, "seq": e.seq,
+                    "orders": [[2, 2, True, 91, 1], [1, 1, True, 90, 4], [4, 3, True, 90, 3], [3, 3, False, 95, 2]]}
+    old = msgpack.packb({"v": 1, "seq": e.seq, "orders": [[oid, user, 1 if buy else 0, price, rem]
+                                                          for oid, user, buy, price, rem in data["orders"]]})
+    restored = Engine.restore(old)
+    assert restored.snapshot() == e.snapshot()
+    nxt = limit(5, 5, "sell", 90, 9)
+    assert restored.apply(nxt) == e.apply(nxt)
 
 
 def test_cancelled_orders_do_not_pile_up_behind_a_live_head() -> None:
