@@ -141,7 +141,10 @@ class OrderBook:
         if tif == FOK and self._fillable(opp, lim, user, qty, stp) < qty:
             out.append((EV_DONE, oid, user, R_REJECTED, qty, 0, "fill-or-kill cannot fill"))
             return
-        rest, stopped = self._match(out, opp, lim, oid, user, is_buy, qty, stp)
+        if opp.keys and opp.keys[-1] >= lim:
+            rest, stopped = self._match(out, opp, lim, oid, user, is_buy, qty, stp)
+        else:  # does not cross (most orders): skip the call
+            rest, stopped = qty, False
         if stopped:
             out.append((EV_DONE, oid, user, R_CANCELED, rest, 0, "self-trade prevention"))
         elif rest == 0:

@@ -115,6 +115,14 @@ class Engine:
         if isinstance(cmd, (CancelOrder, WireCancelOrder)):
             book.cancel(out, cmd.oid, cmd.user)
             return
+        if cmd.type == "limit":
+            # the common case, checked inline: a well-formed limit order (else `_invalid` says why)
+            side, price, qty = cmd.side, cmd.price, cmd.qty
+            tif, stp = TIF_CODES.get(cmd.tif), STP_CODES.get(cmd.stp)
+            if (tif is not None and stp is not None and (side == "buy" or side == "sell") and type(price) is int
+                    and price > 0 and type(qty) is int and qty > 0 and cmd.funds is None):
+                book.place_limit(out, cmd.oid, cmd.user, side == "buy", price, qty, tif, cmd.post_only, stp)
+                return
         reason = _invalid(cmd)
         if reason is not None:
             out.append((EV_DONE, cmd.oid, cmd.user, R_REJECTED, cmd.qty or 0, cmd.funds or 0, reason))
@@ -150,8 +158,22 @@ class Engine:
         they encode to the bytes of `apply_wire`'s dicts, at about half the cost)."""
         out: list[EventTuple] = []
         self.execute(cmd, out)
-        append_wire(out, self.seq + 1, cmd.ts_ms, rows)
-        self.seq += len(out)
+        # core tuples -> wire Structs, here rather than in a function like `to_wire`: one call less per command
+        append = rows.append
+        seq = self.seq
+        ts_ms = cmd.ts_ms
+        for ev in out:
+            seq += 1
+            kind = ev[0]
+            if kind == EV_TRADE:
+                append(WireTrade(seq, ev[1], ev[2], ev[3], ev[4], "buy" if ev[5] else "sell", ev[6], ev[7], ts_ms))
+            elif kind == EV_DONE:
+                append(WireDone(seq, ev[1], ev[2], _REASON_VALUES[ev[3]], ev[4], ev[5], ts_ms, ev[6]))
+            elif kind == EV_OPEN:
+                append(WireOpened(seq, ev[1], ev[2], "buy" if ev[3] else "sell", ev[4], ev[5], ts_ms))
+            else:
+                append(WireCancelRejected(seq, ev[1], ev[2], ev[3], ts_ms))
+        self.seq = seq
 
     def next_seq(self) -> int:
         """Take one sequence number for an event made outside the engine (replay errors)."""
@@ -220,20 +242,3 @@ def to_wire(out: list[EventTuple], first_seq: int, ts_ms: int) -> list[dict[str,
         seq += 1
     return rows
 
-
-def append_wire(out: list[EventTuple], first_seq: int, ts_ms: int, rows: list[WireEvent]) -> None:
-    """Core tuples -> protocol wire Structs numbered from `first_seq`, appended to `rows`; each
-    encodes to the bytes of the `to_wire` dict for the same tuple (a test checks it)."""
-    append = rows.append
-    seq = first_seq
-    for ev in out:
-        kind = ev[0]
-        if kind == EV_TRADE:
-            append(WireTrade(seq, ev[1], ev[2], ev[3], ev[4], "buy" if ev[5] else "sell", ev[6], ev[7], ts_ms))
-        elif kind == EV_DONE:
-            append(WireDone(seq, ev[1], ev[2], _REASON_VALUES[ev[3]], ev[4], ev[5], ts_ms, ev[6]))
-        elif kind == EV_OPEN:
-            append(WireOpened(seq, ev[1], ev[2], "buy" if ev[3] else "sell", ev[4], ev[5], ts_ms))
-        elif kind == EV_CANCEL_REJECT:
-            append(WireCancelRejected(seq, ev[1], ev[2], ev[3], ts_ms))
-        seq += 1

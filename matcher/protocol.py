@@ -197,7 +197,7 @@ WireCommand = WirePlaceOrder | WireCancelOrder
 
 # The events as the runner writes them: each encodes (msgspec: a Struct is the map of its fields in
 # order) to the same bytes as the event dataclass, `e` last, so `match:out` is unchanged (a test
-# checks it). Built positionally by `engine.append_wire` at about half the cost of a dict per event.
+# checks it). Built positionally by `Engine.apply_into` at about half the cost of a dict per event.
 
 
 class WireTrade(msgspec.Struct, frozen=True, gc=False):

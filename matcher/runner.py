@@ -174,18 +174,21 @@ class MarketRunner:
             return
         wm = self.wm
         engine = self.engine
+        applied = 0
         for cmd in cmds:
             shard = cmd.shard
-            if cmd.iid <= wm.get(shard, 0):
+            iid = cmd.iid
+            if iid <= wm.get(shard, 0):
                 continue
-            wm[shard] = cmd.iid
+            wm[shard] = iid
             if rows is None:
                 out: list[Any] = []
                 engine.execute(cmd, out)
                 engine.seq += len(out)
             else:
                 engine.apply_into(cmd, rows)
-            self.commands += 1
+            applied += 1
+        self.commands += applied
 
     async def recover(self) -> None:
         """Rebuild the state the checkpoint describes: snapshot + silent replay up to it."""
