@@ -7,7 +7,11 @@ resting orders, from a fixed seed. Commands are built before the clock starts. T
 - `orders_per_s`: `Engine.execute` on protocol `PlaceOrder`/`CancelOrder` commands
   (validation + matching, events as the core's tuples);
 - `orders_per_s_with_events`: `Engine.apply`, which also builds the protocol event dataclasses;
-- `orders_per_s_wire`: `Engine.apply_wire`, events as the wire dicts the runner encodes (its path);
+- `orders_per_s_wire`: `Engine.apply_wire`, events as the wire dicts of `match:out`;
+- `orders_per_s_runner` / `runner_cpu_us_per_order`: the stream runner's path without Redis:
+  `match:in` batches of 100 (encoded before the clock starts) decoded into wire commands,
+  watermark-deduped, applied with `Engine.apply_into` and the events encoded in chunks of 5,000
+  (CPU time, best of N: steadier than wall clock on a shared machine);
 - `orders_per_s_book`: the `OrderBook` core called directly with plain arguments.
 
 Run: `python -m bench.matcher_core [--orders N] [--seed S]`; the last line is one JSON object.
@@ -24,7 +28,16 @@ from typing import Any
 
 from matcher.book import GTC, IOC, STP_NONE, OrderBook
 from matcher.engine import Engine
-from matcher.protocol import CancelOrder, Command, PlaceOrder, Side, TimeInForce
+from matcher.protocol import (
+    CancelOrder,
+    Command,
+    PlaceOrder,
+    Side,
+    TimeInForce,
+    WireEvent,
+    decode_wire_commands,
+    encode_batch,
+)
 
 
 def mixed_flow(n: int, seed: int) -> list[Command]:
@@ -98,6 +111,29 @@ def _time_engine(cmds: list[Command], with_events: bool, wire: bool = False) -> 
     return dt, n_events
 
 
+def _cpu_runner_path(raws: list[bytes]) -> float:
+    """CPU seconds of the runner's per-entry work (see the module doc) over `raws`."""
+    engine = Engine()
+    wm: dict[int, int] = {}
+    rows: list[WireEvent] = []
+    gc.collect()
+    gc.freeze()  # GC stays on (the book's orders are tracked) but skips the flow, which a runner does not hold
+    t0 = time.process_time()
+    for n, raw in enumerate(raws, start=1):
+        for cmd in decode_wire_commands(raw):
+            if cmd.iid <= wm.get(cmd.shard, 0):
+                continue
+            wm[cmd.shard] = cmd.iid
+            engine.apply_into(cmd, rows)
+        if n % 50 == 0 or n == len(raws):  # one XREAD of 50 entries -> one commit
+            for i in range(0, len(rows), 5000):
+                encode_batch(rows[i:i + 5000])
+            rows = []
+    dt = time.process_time() - t0
+    gc.unfreeze()
+    return dt
+
+
 def _time_book(cmds: list[Command]) -> float:
     rows: list[tuple[Any, ...]] = []
     for c in cmds:
@@ -141,6 +177,8 @@ def main() -> None:
     best_events, n_events = min(_time_engine(cmds, True) for _ in range(args.repeat))
     best_wire = min(_time_engine(cmds, False, wire=True)[0] for _ in range(args.repeat))
     best_book = min(_time_book(cmds) for _ in range(args.repeat))
+    raws = [encode_batch(cmds[i:i + 100]) for i in range(0, n, 100)]
+    best_runner = min(_cpu_runner_path(raws) for _ in range(args.repeat))
     kinds = {"cancel": sum(isinstance(c, CancelOrder) for c in cmds)}
     print(json.dumps({
         "bench": "matcher_core",
@@ -151,6 +189,8 @@ def main() -> None:
         "orders_per_s": round(n / best_exec),
         "orders_per_s_with_events": round(n / best_events),
         "orders_per_s_wire": round(n / best_wire),
+        "orders_per_s_runner": round(n / best_runner),
+        "runner_cpu_us_per_order": round(best_runner / n * 1e6, 3),
         "orders_per_s_book": round(n / best_book),
         "best_of": args.repeat,
         "note": "2-core machine shared with the whole team while measured; figures are depressed",
