@@ -44,6 +44,11 @@ class BalanceMovedError(LedgerError):
     locked rows."""
 
 
+class OffsetMovedError(LedgerError):
+    """A consumer's offset row no longer holds what its batch was computed on (another consumer
+    of the same stream committed meanwhile): nothing of the batch was written; recover."""
+
+
 class IntakeProtocolError(LedgerError):
     """An intake stream entry that does not decode into a known request."""
 

@@ -1,12 +1,15 @@
 """The intake consumer of one user shard: `intake{k}` -> freeze, record -> `match:in{M}`.
 
-One loop: XREAD a batch of request entries after the stored offset; in ONE PostgreSQL
-transaction lock the shard's offset row, read the users' balance rows (unlocked; the final
-upsert is guarded, see `process`), dedupe client_order_id, validate, freeze, insert orders
-(COPY), journal the batch's net change per (user, asset) (kind `intake`, ref = the batch's
-last iid), upsert balances (one statement, rows in sorted lock order), store the stream
-offset and the last intake id; commit; then XADD the
-accepted commands to each market's `match:in{M}` (one batch per market) and publish the
+One loop: XREAD a batch of request entries after the stored offset; ONE read statement takes
+the shard's offset row, the order ids the batch may use, the users' balance rows (unlocked; the
+write is guarded, see `process`) and the orders the batch names; dedupe client_order_id,
+validate, freeze; ONE write statement inserts the orders and cancels, journals the batch's net
+change per (user, asset) (kind `intake`, ref = the batch's last iid), upserts balances (rows in
+sorted lock order) and moves the stream offset and the last intake id, only from where the read
+saw them. A small batch's two statements run outside a transaction block (the write commits on
+its own, all or nothing); a big one COPYs its orders in a transaction with the write, and a
+batch holding a withdrawal runs in one transaction that locks the offset row. Then it XADDs
+the accepted commands to each market's `match:in{M}` (one batch per market) and publishes the
 replies. Every forwarded command carries `shard` and a per-shard increasing `iid`, so a
 re-send is dropped by the engine's watermark. On (re)start the consumer re-sends its last
 committed batch and re-forwards every live order (and cancel) above the engine's
@@ -23,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import asyncpg.exceptions as asyncpg_errors
 import msgspec
 
 from ledger.arithmetic import (
@@ -34,7 +38,7 @@ from ledger.arithmetic import (
     withdrawal_hold_deltas,
 )
 from ledger.consumer_loop import RecoveringLoop, StreamTrimmer
-from ledger.errors import BalanceMovedError, InvalidAmountError, LedgerError
+from ledger.errors import BalanceMovedError, InvalidAmountError, LedgerError, OffsetMovedError
 from ledger.intake_protocol import (
     BATCH_FIELD,
     CancelAllRequest,
@@ -52,7 +56,7 @@ from ledger.intake_protocol import (
 )
 from ledger.markets import Market, decimal_to_units, price_to_ticks, qty_to_lots, quote_to_funds
 from ledger.recovery import forward_guarded, guarded_forward_script, refeed_lost_prefixes, settled_seqs
-from ledger.repo import insert_rows, load_markets, lock_known_users, upsert_journal_and
+from ledger.repo import INLINE_ROWS, insert_rows, load_markets, upsert_journal_and
 from matcher import keys
 from matcher.protocol import BATCH_FIELD as MATCH_FIELD
 from matcher.protocol import CancelOrder, Command, PlaceOrder
@@ -119,6 +123,49 @@ class PlaceCommand(msgspec.Struct, frozen=True, gc=False):
 
 
 Forward = Command | PlaceCommand
+
+
+@dataclass(slots=True)
+class _BatchRead:
+    """What a batch's read statement returns."""
+
+    stream_id: str
+    last_iid: int
+    batch_first_iid: int
+    oids: list[int]
+    users: set[int]
+    balances: dict[tuple[int, str], list[int]]
+    known: list[_Known]
+
+
+_IID_KEYS = ("orders_shard_iid_key", "cancel_requests_pkey")  # the unique keys of the commands' intake ids
+
+# $1 shard, $2 new order ids wanted, $3 users, $4 order ids named, $5/$6 (user, client order id)
+# pairs named, $7 users cancelling all. Balance rows locked (locked mode) in (user, asset) order.
+_READ_SQL = """
+SELECT o.stream_id, o.last_iid, o.batch_first_iid,
+       ARRAY(SELECT nextval('order_ids') FROM generate_series(1, $2)) AS oids,
+       ARRAY(SELECT id FROM users WHERE id = ANY($3::bigint[])) AS users,
+       b.bu, b.ba, b.bav, b.bfr, k.kid, k.ku, k.km, k.kc, k.ks
+  FROM intake_offsets o
+ CROSS JOIN LATERAL (
+       SELECT array_agg(user_id) AS bu, array_agg(asset) AS ba, array_agg(available) AS bav,
+              array_agg(frozen) AS bfr
+         FROM (SELECT user_id, asset, available, frozen FROM balances WHERE user_id = ANY($3::bigint[])
+                ORDER BY user_id, asset{lock_balances}) l) b
+ CROSS JOIN LATERAL (
+       SELECT array_agg(id) AS kid, array_agg(user_id) AS ku, array_agg(market) AS km,
+              array_agg(client_order_id) AS kc, array_agg(state) AS ks
+         FROM (SELECT id, user_id, market, client_order_id, state FROM orders WHERE id = ANY($4::bigint[])
+               UNION
+               SELECT o2.id, o2.user_id, o2.market, o2.client_order_id, o2.state
+                 FROM unnest($5::bigint[], $6::text[]) AS n(u, c)
+                 JOIN orders o2 ON o2.user_id = n.u AND o2.client_order_id = n.c
+               UNION
+               SELECT id, user_id, market, client_order_id, state FROM orders
+                WHERE user_id = ANY($7::bigint[]) AND state IN ('pending', 'open')) n) k
+ WHERE o.shard = $1{lock_offset}
+"""
 
 
 @dataclass
@@ -337,12 +384,16 @@ class IntakeConsumer(RecoveringLoop):
             self._ahead.start(last_id, self._fetch(last_id, None))
         try:
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    result = await self.process(conn, requests, last_id)
+                async with self.pool.acquire() as conn:
+                    if any(isinstance(r, WithdrawRequest) for r in requests):  # a withdrawal writes as it goes
+                        async with conn.transaction():
+                            result = await self.process(conn, requests, last_id, in_transaction=True)
+                    else:
+                        result = await self.process(conn, requests, last_id)
             except BalanceMovedError as exc:  # a deposit reversal raced the batch: decide on locked rows
                 log.info("intake %d: %s; computing the batch again on locked balance rows", self.shard, exc)
                 async with self.pool.acquire() as conn, conn.transaction():
-                    result = await self.process(conn, requests, last_id, locked=True)
+                    result = await self.process(conn, requests, last_id, locked=True, in_transaction=True)
         except BaseException:
             self._ahead.drop()
             raise
@@ -445,15 +496,23 @@ class IntakeConsumer(RecoveringLoop):
     # ---- the transaction ---------------------------------------------------------------
 
     async def process(self, conn: asyncpg.Connection, requests: list[Request], last_id: str, *,
-                      locked: bool = False) -> BatchResult:
-        """Apply one batch inside the caller's transaction (see module docstring).
+                      locked: bool = False, in_transaction: bool = False) -> BatchResult:
+        """Apply one batch (see module docstring) in two statements: one read, one write.
 
-        The users' balance rows are read WITHOUT a lock (`locked=False`) and the batch's final
-        upsert is guarded: a row whose available would go below zero refuses the batch
-        (BalanceMovedError, only after a concurrent deposit reversal) and the caller runs it again
-        with `locked=True` (rows locked FOR UPDATE when read). So settlement and deposit credits
-        of the same users never wait for this batch's validation work, only for its last
-        statement and commit."""
+        The read takes the offset row, order ids, the users' balance rows and the orders the
+        batch names; the write stores orders, cancels, journal, balances and the new offset.
+        Without `in_transaction` each runs on its own (a big batch's COPY and write share a
+        transaction): the write is refused (`OffsetMovedError`, nothing written) unless the
+        offset row still holds what the read saw, so a second consumer of the shard cannot
+        commit a batch twice; with it (the caller's transaction: a batch holding a withdrawal,
+        which writes as it goes) the read locks the offset row.
+
+        The users' balance rows are read WITHOUT a lock (`locked=False`) and the batch's write
+        is guarded: a row whose available would go below zero refuses the whole statement
+        (BalanceMovedError, only after a concurrent deposit reversal) and the caller runs the
+        batch again in a transaction with `locked=True` (rows locked FOR UPDATE when read). So
+        settlement and deposit credits of the same users never wait for this batch's
+        validation work, only for its write."""
         res = BatchResult()
         user_set: set[int] = set()
         n_places = 0
@@ -465,26 +524,19 @@ class IntakeConsumer(RecoveringLoop):
                 n_places += 1
                 if r.market not in specs:
                     unknown_market = True
-        # one round trip: lock the offset row, draw the order ids the batch may use (ids a skipped
-        # or rejected batch draws are gaps, as after any rollback)
-        off = await conn.fetchrow(
-            "SELECT o.stream_id, o.last_iid, o.batch_first_iid, "
-            "ARRAY(SELECT nextval('order_ids') FROM generate_series(1, $2)) AS oids "
-            "FROM intake_offsets o WHERE o.shard = $1 FOR UPDATE OF o",
-            self.shard, n_places)
-        assert off is not None
-        if stream_id_key(off["stream_id"]) >= stream_id_key(last_id):
+        off = await self._read(conn, requests, sorted(user_set), n_places, lock_offset=in_transaction,
+                               lock_balances=locked)
+        if stream_id_key(off.stream_id) >= stream_id_key(last_id):
             res.skipped = True  # another run committed this batch already
             return res
         if unknown_market:
             await self._load_reference(conn)
             specs = self._specs
-        users, bal = await lock_known_users(conn, sorted(user_set), lock=locked)  # after the offset lock
-        known = await self._known_orders(conn, requests)
+        users, bal, known = off.users, off.balances, off.known
         by_id = {k.id: k for k in known}
         by_coid = {(k.user_id, k.client_order_id): k for k in known if k.client_order_id is not None}
-        oid_iter = iter(off["oids"])
-        iid = int(off["last_iid"])
+        oid_iter = iter(off.oids)
+        iid = off.last_iid
         first_iid = iid + 1
         shard = self.shard
         orders: list[tuple[Any, ...]] = []
@@ -608,18 +660,39 @@ class IntakeConsumer(RecoveringLoop):
         # batch's when that one's forward has not finished yet (see `step`): a restart re-sends both,
         # in iid order, so no command of the earlier batch arrives after one of this batch.
         res.first_iid = first_iid if iid >= first_iid else None
-        resend_from = first_iid if iid >= first_iid else int(off["batch_first_iid"])
+        resend_from = first_iid if iid >= first_iid else off.batch_first_iid
         if self._forwarding_from is not None:
             resend_from = min(resend_from, self._forwarding_from)
-        also = ["UPDATE intake_offsets SET stream_id = $8, last_iid = $9, batch_first_iid = $10 WHERE shard = $7"]
-        also_args: list[Any] = [self.shard, last_id, iid, resend_from]
-        await insert_rows(conn, "orders", ORDER_COLUMNS, ORDER_TYPES, orders, also, also_args)
-        await insert_rows(conn, "cancel_requests", CANCEL_COLUMNS, CANCEL_TYPES, cancels, also, also_args)
-        res.balances = await upsert_journal_and(conn, net, "intake", iid, tuple(also), tuple(also_args),
-                                                guard=not locked)
+        # the offset moves only from where the read saw it (else nothing of the statement is written)
+        also = ["UPDATE intake_offsets SET stream_id = $8, last_iid = $9, batch_first_iid = $10 "
+                "WHERE shard = $7 AND CASE WHEN stream_id = $11 THEN true "
+                "ELSE ledger_refuse('CF002', 'the intake offset moved') = 0 END"]
+        also_args: list[Any] = [self.shard, last_id, iid, resend_from, off.stream_id]
+        one_statement = in_transaction or max(len(orders), len(cancels)) <= INLINE_ROWS
+        try:
+            async with contextlib.nullcontext() if one_statement else conn.transaction():  # COPY + write together
+                await insert_rows(conn, "orders", ORDER_COLUMNS, ORDER_TYPES, orders, also, also_args)
+                await insert_rows(conn, "cancel_requests", CANCEL_COLUMNS, CANCEL_TYPES, cancels, also, also_args)
+                res.balances = await self._write(conn, net, iid, also, also_args, guard=not locked)
+        except asyncpg_errors.PostgresError as exc:
+            # the offset's guard, or the batch's intake ids already taken: another consumer of the
+            # shard committed from the same offset (nothing of this batch was written)
+            if exc.sqlstate == "CF002" or getattr(exc, "constraint_name", None) in _IID_KEYS:
+                raise OffsetMovedError(f"intake {self.shard}: another consumer moved the shard's offset "
+                                       f"({exc})") from exc
+            raise
         return res
 
-    async def _known_orders(self, conn: asyncpg.Connection, requests: list[Request]) -> list[_Known]:
+    async def _write(self, conn: asyncpg.Connection, net: dict[tuple[int, str], list[int]], iid: int,
+                     also: list[str], also_args: list[Any], *, guard: bool) -> list[tuple[int, str, int, int]]:
+        """The batch's write statement (a seam for tests that race it)."""
+        return await upsert_journal_and(conn, net, "intake", iid, tuple(also), tuple(also_args), guard=guard)
+
+    async def _read(self, conn: asyncpg.Connection, requests: list[Request], user_ids: list[int], n_places: int, *,
+                    lock_offset: bool, lock_balances: bool) -> _BatchRead:
+        """ONE statement: the offset row, `n_places` new order ids (ids a skipped or refused batch
+        draws are gaps, as after any rollback), which users exist, their balance rows, and the
+        orders the batch names (by id, by client order id, and the live ones of cancel-all users)."""
         ids = [r.order_id for r in requests if isinstance(r, CancelRequest) and r.order_id is not None]
         coid_users, coids = [], []
         for r in requests:
@@ -628,22 +701,17 @@ class IntakeConsumer(RecoveringLoop):
                 coid_users.append(r.user)
                 coids.append(coid)
         all_users = sorted({r.user for r in requests if isinstance(r, CancelAllRequest)})
-        if not (ids or coids or all_users):
-            return []
-        rows = await conn.fetch(
-            """
-            SELECT id, user_id, market, client_order_id, state FROM orders WHERE id = ANY($1::bigint[])
-            UNION
-            SELECT o.id, o.user_id, o.market, o.client_order_id, o.state
-              FROM unnest($2::bigint[], $3::text[]) AS k(u, c)
-              JOIN orders o ON o.user_id = k.u AND o.client_order_id = k.c
-            UNION
-            SELECT id, user_id, market, client_order_id, state FROM orders
-             WHERE user_id = ANY($4::bigint[]) AND state IN ('pending', 'open')
-            """,
-            ids, coid_users, coids, all_users,
-        )
-        return [_Known(r["id"], r["user_id"], r["market"], r["client_order_id"], r["state"]) for r in rows]
+        row = await conn.fetchrow(_READ_SQL.format(lock_balances=" FOR UPDATE" if lock_balances else "",
+                                                   lock_offset=" FOR UPDATE OF o" if lock_offset else ""),
+                                  self.shard, n_places, user_ids, ids, coid_users, coids, all_users)
+        if row is None:
+            raise LedgerError(f"intake {self.shard}: no offset row (start() creates it)")
+        bal = {(u, a): [int(av), int(fr)] for u, a, av, fr in
+               zip(row["bu"] or (), row["ba"] or (), row["bav"] or (), row["bfr"] or (), strict=True)}
+        known = [_Known(i, u, m, c, st) for i, u, m, c, st in
+                 zip(row["kid"] or (), row["ku"] or (), row["km"] or (), row["kc"] or (), row["ks"] or (), strict=True)]
+        return _BatchRead(row["stream_id"], int(row["last_iid"]), int(row["batch_first_iid"]), row["oids"],
+                          set(row["users"]), bal, known)
 
     async def _withdraw(self, conn: asyncpg.Connection, r: WithdrawRequest, res: BatchResult,
                         bal: dict[tuple[int, str], list[int]], negative: Any, reject: Any, apply: Any) -> None:

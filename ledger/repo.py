@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import asyncpg
 
 from ledger.errors import BalanceMovedError
 from ledger.markets import MARKET_COLUMNS, Market
-
-if TYPE_CHECKING:
-    import asyncpg
 
 BalanceKey = tuple[int, str]
 
@@ -70,14 +69,18 @@ async def upsert_journal_and(
     the new (user, asset, available, frozen) of each touched row.
 
     `guard`: the batch was computed on balances read WITHOUT a lock (`lock_known_users(lock=False)`); a row
-    whose available would go below zero while its delta is negative is then not updated, and
-    BalanceMovedError is raised (the caller's transaction rolls back and the batch is computed
-    again on locked rows). Sound because, besides the consumer itself, only a deposit reversal
+    whose available would go below zero while its delta is negative makes the statement raise
+    (`ledger_refuse`, migration 0105: nothing of the statement is written, even outside a
+    transaction block), and BalanceMovedError is raised (the batch is computed again on locked
+    rows). Sound because, besides the consumer itself, only a deposit reversal
     lowers an available balance; everything else concurrent (settlement, deposit credits,
     withdrawal releases) only raises it, which cannot invalidate an accepted freeze."""
     net = {k: v for k, v in net.items() if v[0] or v[1]}  # a pair whose changes cancel out writes nothing
     ctes = "".join(f", also{i} AS ({sql})" for i, sql in enumerate(also))
-    where = "\n            WHERE EXCLUDED.available >= 0 OR b.available + EXCLUDED.available >= 0" if guard else ""
+    available = ("CASE WHEN EXCLUDED.available >= 0 OR b.available + EXCLUDED.available >= 0 "
+                 "THEN b.available + EXCLUDED.available ELSE ledger_refuse('CF001', format('available balance "
+                 "of user %s in %s fell under a batch computed without locks', b.user_id, b.asset)) END"
+                 if guard else "b.available + EXCLUDED.available")
     if not net:
         if also:
             # alone, their parameters are $1...: shift them down by the six of the combined form
@@ -85,8 +88,9 @@ async def upsert_journal_and(
             await conn.execute(sql, *also_args)
         return []
     keys = sorted(net)
-    rows = await conn.fetch(
-        f"""
+    try:
+        rows = await conn.fetch(
+            f"""
         WITH d AS MATERIALIZED (
             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS d(u, a, av, fr)
         ), j AS (
@@ -96,15 +100,16 @@ async def upsert_journal_and(
         INSERT INTO balances AS b (user_id, asset, available, frozen)
         SELECT u, a, av, fr FROM d
         ON CONFLICT (user_id, asset) DO UPDATE
-            SET available = b.available + EXCLUDED.available, frozen = b.frozen + EXCLUDED.frozen{where}
+            SET available = {available}, frozen = b.frozen + EXCLUDED.frozen
         RETURNING user_id, asset, available, frozen
         """,
-        [k[0] for k in keys], [k[1] for k in keys], [net[k][0] for k in keys], [net[k][1] for k in keys],
-        kind, ref_id, *also_args,
-    )
-    if guard and len(rows) != len(keys):
-        moved = sorted(set(keys) - {(r["user_id"], r["asset"]) for r in rows})
-        raise BalanceMovedError(f"available balance fell under a batch computed without locks: {moved[:3]}")
+            [k[0] for k in keys], [k[1] for k in keys], [net[k][0] for k in keys], [net[k][1] for k in keys],
+            kind, ref_id, *also_args,
+        )
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == "CF001":  # raised inside the statement: nothing of it was written
+            raise BalanceMovedError(str(exc)) from exc
+        raise
     return [(r["user_id"], r["asset"], int(r["available"]), int(r["frozen"])) for r in rows]
 
 

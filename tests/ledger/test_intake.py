@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from ledger.deposits import credit_deposit, reverse_deposit
+from ledger.errors import OffsetMovedError
 from ledger.intake import IntakeConsumer
 from ledger.intake_protocol import (
     BATCH_FIELD,
@@ -285,17 +286,17 @@ class _ReversalRacesIntake(IntakeConsumer):
     attempts: list[bool]
 
     async def process(self, conn: asyncpg.Connection, requests: list[Any], last_id: str, *,
-                      locked: bool = False) -> Any:
+                      locked: bool = False, in_transaction: bool = False) -> Any:
         self.attempts.append(locked)
-        return await super().process(conn, requests, last_id, locked=locked)
+        return await super().process(conn, requests, last_id, locked=locked, in_transaction=in_transaction)
 
-    async def _known_orders(self, conn: asyncpg.Connection, requests: Any) -> Any:
+    async def _write(self, conn: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
         if self.reversal is not None:
             pool, key = self.reversal
             self.reversal = None
             async with pool.acquire() as other, other.transaction():  # waits for nothing: no row is locked
                 await asyncio.wait_for(reverse_deposit(other, deposit_key=key, reason="reorg"), 10)
-        return await super()._known_orders(conn, requests)
+        return await super()._write(conn, *args, **kwargs)
 
 
 @pytest.mark.asyncio
@@ -376,6 +377,53 @@ async def test_a_forward_still_in_flight_is_resent_with_the_next_batch_after_a_c
         assert iids[:2] == [first_iid, first_iid + 1]  # both batches, the earlier first
         if consumer._forwarding is not None:  # the crashed consumer's stuck forward goes with it
             consumer._forwarding.cancel()
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+class _OvertakenIntake(IntakeConsumer):
+    """An intake consumer whose batch, between its read and its write, is committed by a second
+    consumer of the same shard (a misconfiguration the offset fences)."""
+
+    rival: IntakeConsumer | None = None
+
+    async def _write(self, conn: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
+        if self.rival is not None:
+            rival, self.rival = self.rival, None
+            assert await rival.step(block_ms=0) == 1
+        return await super()._write(conn, *args, **kwargs)
+
+
+@pytest.mark.asyncio
+async def test_a_batch_whose_offset_moved_under_it_writes_nothing(db_url: str, redis_url: str) -> None:
+    """The intake writes a small batch in one statement outside a transaction block, so no lock is
+    held between its read and its write: the write moves the offset only from where the read saw it,
+    and otherwise refuses as a whole. The batch is then committed once, by the rival. (With client
+    order ids the rival's orders would refuse the statement first, by their unique key.)"""
+    pool, m = await _setup(db_url)
+    redis = Redis.from_url(redis_url)
+    try:
+        async with pool.acquire() as conn:  # a user of its own (the module shares a database)
+            await conn.execute("INSERT INTO users (id) VALUES (73)")
+            await credit_deposit(conn, deposit_key=f"{m}-73", user_id=73, asset="USDT", amount=1_000_000, txid="t",
+                                 output_index=73)
+        slow, rival = _OvertakenIntake(pool, redis, shard=3), IntakeConsumer(pool, redis, shard=3)
+        await slow.start()
+        await rival.start()
+        slow.rival = rival
+        reqs: list[Any] = [PlaceOrderRequest(f"o{i}", "", 73, m, "buy", "limit", "10", "0.01", None, i)
+                           for i in range(2)]
+        await redis.xadd(intake_stream(3), {BATCH_FIELD: encode_requests(reqs)})
+        with pytest.raises(OffsetMovedError, match="moved the shard's offset"):
+            await slow.step(block_ms=0)
+        assert await pool.fetchval("SELECT count(*) FROM orders WHERE user_id = 73") == 2
+        assert await pool.fetchval("SELECT count(*) FROM balance_journal WHERE user_id = 73") == 2  # deposit, 1 batch
+        assert await _balance(pool, 73, "USDT") == (800_000, 200_000)  # 2 x 10 x 10 lots x 1000
+        await slow.start()  # recovery: the committed batch is not processed again
+        assert await slow.step(block_ms=0) == 0
+        assert await pool.fetchval("SELECT count(*) FROM orders WHERE user_id = 73") == 2
+        assert await _balance(pool, 73, "USDT") == (800_000, 200_000)  # 2 x 10 x 10 lots x 1000
     finally:
         await redis.aclose()
         await pool.close()

@@ -1,6 +1,7 @@
 """The unlocked-read + guarded-upsert pair (repo.lock_known_users(lock=False),
 upsert_journal_and(guard=True)) against a real PostgreSQL: a deposit reversal committed between
-the read and the upsert makes the guarded upsert refuse, and nothing of the statement stays."""
+the read and the upsert makes the guarded upsert refuse, and nothing of the statement stays, in a
+transaction block or on its own."""
 
 from __future__ import annotations
 
@@ -35,11 +36,20 @@ async def test_guarded_upsert_refuses_when_a_reversal_lowered_the_balance(db_url
         async with b.transaction():
             await reverse_deposit(b, deposit_key="g61b", reason="reorg")
         # ... so its guarded upsert refuses instead of taking available below zero
-        with pytest.raises(BalanceMovedError, match="available balance fell"):
+        with pytest.raises(BalanceMovedError, match="available balance of user 61 in USDT fell"):
             await upsert_journal_and(a, {(61, "USDT"): [-1_200, 1_200]}, "intake", 1, guard=True)
         await tx.rollback()
         assert await a.fetchval("SELECT available FROM balances WHERE user_id = 61 AND asset = 'USDT'") == 1_000
         assert await a.fetchval("SELECT count(*) FROM balance_journal") == journal_before + 1  # the reversal only
+
+        # the same statement on its own (no transaction block, as the intake writes a small batch):
+        # the refusal is raised inside it, so none of its CTEs is written either
+        with pytest.raises(BalanceMovedError, match="available balance of user 61 in USDT fell"):
+            await upsert_journal_and(a, {(61, "USDT"): [-1_200, 1_200]}, "intake", 1, guard=True,
+                                     also=("INSERT INTO users (id) VALUES ($7)",), also_args=(62,))
+        assert await a.fetchval("SELECT available FROM balances WHERE user_id = 61 AND asset = 'USDT'") == 1_000
+        assert await a.fetchval("SELECT count(*) FROM balance_journal") == journal_before + 1
+        assert await a.fetchval("SELECT count(*) FROM users WHERE id = 62") == 0
 
         # on locked rows the same batch is decided on what is there; a freeze that fits passes the guard,
         # and a credit (positive delta) always does
