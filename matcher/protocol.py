@@ -2,7 +2,8 @@
 
 This module is the contract between the ledger (which forwards accepted orders and cancels
 and settles events) and the matcher (which applies commands and emits events). It is pure:
-dataclasses and msgpack encoding, no I/O.
+dataclasses, their msgspec Struct twins for the runner's hot path (`Wire*`), msgpack encoding;
+no I/O.
 
 Units: prices are integer ticks, quantities integer lots, `funds` (market buys by quote
 amount) integer notional units of one tick x one lot. The ledger converts ledger units to
@@ -163,7 +164,8 @@ class ProtocolError(ValueError):
 
 class WirePlaceOrder(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, tag_field="t",
                      tag="place"):
-    """`PlaceOrder` as decoded from `match:in` (see above)."""
+    """`PlaceOrder` as decoded from `match:in` (see above). Decode-only: msgspec would encode its
+    tag `t` first, where the wire has it last."""
 
     oid: int
     user: int
