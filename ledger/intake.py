@@ -55,7 +55,7 @@ from ledger.intake_protocol import (
     user_events_channel,
 )
 from ledger.markets import Market, decimal_to_units, price_to_ticks, qty_to_lots, quote_to_funds
-from ledger.recovery import forward_guarded, guarded_forward_script, refeed_lost_prefixes, settled_seqs
+from ledger.recovery import forward_guarded, guarded_forward_script, refeed_lost_prefixes
 from ledger.repo import INLINE_ROWS, insert_rows, load_markets, upsert_journal_and
 from matcher import keys
 from matcher.protocol import BATCH_FIELD as MATCH_FIELD
@@ -136,17 +136,21 @@ class _BatchRead:
     users: set[int]
     balances: dict[tuple[int, str], list[int]]
     known: list[_Known]
+    settled: dict[str, int]  # market -> last settled seq
 
 
 _IID_KEYS = ("orders_shard_iid_key", "cancel_requests_pkey")  # the unique keys of the commands' intake ids
 
 # $1 shard, $2 new order ids wanted, $3 users, $4 order ids named, $5/$6 (user, client order id)
 # pairs named, $7 users cancelling all. Balance rows locked (locked mode) in (user, asset) order.
+# The markets' settled seqs come along for the forward's guard (see `_forward_new`).
 _READ_SQL = """
 SELECT o.stream_id, o.last_iid, o.batch_first_iid,
        ARRAY(SELECT nextval('order_ids') FROM generate_series(1, $2)) AS oids,
        ARRAY(SELECT id FROM users WHERE id = ANY($3::bigint[])) AS users,
-       b.bu, b.ba, b.bav, b.bfr, k.kid, k.ku, k.km, k.kc, k.ks
+       b.bu, b.ba, b.bav, b.bfr, k.kid, k.ku, k.km, k.kc, k.ks,
+       ARRAY(SELECT market FROM settlement_offsets ORDER BY market) AS s_markets,
+       ARRAY(SELECT last_seq FROM settlement_offsets ORDER BY market) AS s_seqs
   FROM intake_offsets o
  CROSS JOIN LATERAL (
        SELECT array_agg(user_id) AS bu, array_agg(asset) AS ba, array_agg(available) AS bav,
@@ -175,6 +179,7 @@ class BatchResult:
     balances: list[tuple[int, str, int, int]] = field(default_factory=list)
     skipped: bool = False
     first_iid: int | None = None  # the batch's first intake id (None: it used none)
+    settled: dict[str, int] = field(default_factory=dict)  # market -> last settled seq, read with the batch
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -437,15 +442,19 @@ class IntakeConsumer(RecoveringLoop):
     def label(self) -> str:
         return f"intake {self.shard}"
 
-    async def _forward_new(self, forwards: Mapping[str, Sequence[Forward]]) -> None:
+    async def _forward_new(self, forwards: Mapping[str, Sequence[Forward]], settled: dict[str, int]) -> None:
         """Forward a new batch, refused (RedisLossError -> recovery) while Redis has lost engine
-        output that settlement applied: a running consumer never puts new commands in front of
-        the re-feed, even when redis-py reconnected to the restarted Redis without an error."""
+        output that settlement applied (`settled`: the markets' last settled seqs): a running
+        consumer never puts new commands in front of the re-feed, even when redis-py reconnected
+        to the restarted Redis without an error. `settled` is read with the batch's read statement
+        (no round trip of its own), so it is older than this check by the batch's own time, some
+        milliseconds: output settled in that window and then lost would need Redis to crash and
+        come back from its AOF within it, which takes far longer (the same holds, with a shorter
+        window, for any read made before the XADD)."""
         payloads = {symbol: [encode_commands(cmds[i:i + 5000]) for i in range(0, len(cmds), 5000)]
                     for symbol, cmds in forwards.items() if cmds}
         if not payloads:
             return
-        settled = await settled_seqs(self.pool, sorted(payloads))
         await forward_guarded(self._guard_script, self.redis, settled, payloads)
 
     async def _forward(self, forwards: Mapping[str, Sequence[Forward]]) -> None:
@@ -474,7 +483,7 @@ class IntakeConsumer(RecoveringLoop):
 
     async def _send(self, result: BatchResult) -> None:
         """Forward a committed batch to the engine and publish its replies, side by side."""
-        await asyncio.gather(self._forward_new(result.forwards), self._publish(result))
+        await asyncio.gather(self._forward_new(result.forwards, result.settled), self._publish(result))
 
     async def _finish_forward(self) -> None:
         """Wait for the forward (and replies) of the batch before; raise its failure (recovery
@@ -529,6 +538,7 @@ class IntakeConsumer(RecoveringLoop):
         if stream_id_key(off.stream_id) >= stream_id_key(last_id):
             res.skipped = True  # another run committed this batch already
             return res
+        res.settled = off.settled
         if unknown_market:
             await self._load_reference(conn)
             specs = self._specs
@@ -711,7 +721,8 @@ class IntakeConsumer(RecoveringLoop):
         known = [_Known(i, u, m, c, st) for i, u, m, c, st in
                  zip(row["kid"] or (), row["ku"] or (), row["km"] or (), row["kc"] or (), row["ks"] or (), strict=True)]
         return _BatchRead(row["stream_id"], int(row["last_iid"]), int(row["batch_first_iid"]), row["oids"],
-                          set(row["users"]), bal, known)
+                          set(row["users"]), bal, known,
+                          {m: int(q or 0) for m, q in zip(row["s_markets"], row["s_seqs"], strict=True)})
 
     async def _withdraw(self, conn: asyncpg.Connection, r: WithdrawRequest, res: BatchResult,
                         bal: dict[tuple[int, str], list[int]], negative: Any, reject: Any, apply: Any) -> None:

@@ -130,15 +130,15 @@ async def test_kill9_intake_between_commit_and_forward(db_url: str, redis_url: s
 
 
 class _TrackedIntake(IntakeConsumer):
-    """An intake consumer that signals when it enters its batch transaction."""
+    """An intake consumer that signals when it starts a batch's statements."""
 
     def __init__(self, *args: Any, entered: asyncio.Event, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.entered = entered
 
-    async def process(self, conn: asyncpg.Connection, requests: list[Any], last_id: str) -> Any:
+    async def process(self, conn: asyncpg.Connection, requests: list[Any], last_id: str, **kwargs: Any) -> Any:
         self.entered.set()
-        return await super().process(conn, requests, last_id)
+        return await super().process(conn, requests, last_id, **kwargs)
 
 
 async def _busy_run(pool: asyncpg.Pool, redis_url: str, m: str, crash: Any, n_batches: int = 30,

@@ -316,8 +316,10 @@ async def test_redis_aof_loss_with_three_intake_shards_converges(fresh_redis: Re
 async def test_guarded_forward_refuses_new_commands_while_the_engine_is_behind_settlement(
         fresh_redis: RedisServer, own_db: str) -> None:
     """The forward of a NEW batch checks, in the same script as its XADD, that the engine's
-    checkpoint is not behind settlement: a consumer that never saw a connection error (redis-py
-    reconnected to a restarted Redis under it) cannot put commands in front of the re-feed."""
+    checkpoint is not behind settlement (the settled seqs the batch read from PostgreSQL): a
+    consumer that never saw a connection error (redis-py reconnected to a restarted Redis under
+    it) cannot put commands in front of the re-feed."""
+    from ledger.intake_protocol import BATCH_FIELD, encode_requests
     from ledger.recovery import RedisLossError
 
     pool = await asyncpg.create_pool(own_db, min_size=1, max_size=4)
@@ -328,15 +330,22 @@ async def test_guarded_forward_refuses_new_commands_while_the_engine_is_behind_s
             await conn.execute("INSERT INTO settlement_offsets (market, last_seq) VALUES ($1, 40) "
                                "ON CONFLICT (market) DO UPDATE SET last_seq = 40", m)
         consumer = IntakeConsumer(pool, redis, shard=0)
-        cmd = CancelOrder(oid=1, user=USERS[0], shard=0, iid=1, ts_ms=0)
+        await consumer.start()  # nothing to re-feed: no settled command is recorded
+        user = next(u for u in USERS if shard_for_user(u, 1) == 0)
+
+        async def place(i: int) -> None:
+            req = PlaceOrderRequest(f"g{i}", "", user, m, "buy", "limit", "10", "0.001", None, i)
+            await redis.xadd(intake_stream(0), {BATCH_FIELD: encode_requests([req])})
 
         await redis.hset(keys.checkpoint(m), "seq", 25)  # type: ignore[misc]  # Redis lost seqs 26..40
+        await place(1)
         with pytest.raises(RedisLossError, match="checkpoint seq 25 is behind settled seq 40"):
-            await consumer._forward_new({m: [cmd]})
+            await consumer.step(block_ms=0)
         assert await redis.xlen(keys.match_in(m)) == 0
 
         await redis.hset(keys.checkpoint(m), "seq", 40)  # type: ignore[misc]  # the re-feed was applied
-        await consumer._forward_new({m: [cmd]})
+        await place(2)
+        assert await consumer.step(block_ms=0) == 1
         assert await redis.xlen(keys.match_in(m)) == 1
     finally:
         await redis.aclose()
