@@ -55,6 +55,7 @@ from ledger.intake_protocol import (
     user_events_channel,
 )
 from ledger.markets import Market, decimal_to_units, price_to_ticks, qty_to_lots, quote_to_funds
+from ledger.online import OnlineUsers
 from ledger.recovery import forward_guarded, guarded_forward_script, refeed_lost_prefixes
 from ledger.repo import INLINE_ROWS, insert_rows, load_markets, upsert_journal_and
 from matcher import keys
@@ -286,6 +287,7 @@ class IntakeConsumer(RecoveringLoop):
         self._forwarding: asyncio.Task[None] | None = None  # a behind consumer's forward in flight
         self._forwarding_from: int | None = None  # its batch's first intake id
         self._publish_script = publish_script(redis)
+        self._online = OnlineUsers(redis)
         self._ahead = ReadAhead()
         self.stream = intake_stream(shard)
         self._trimmer = StreamTrimmer(redis, self.stream)
@@ -475,9 +477,12 @@ class IntakeConsumer(RecoveringLoop):
             self._publishing = asyncio.create_task(self._publish_balances(result.balances))
 
     async def _publish_balances(self, balances: list[tuple[int, str, int, int]]) -> None:
+        """The batch's new balances as `balance` events, to the users who listen (ledger/online.py)."""
+        listening = await self._online.among({user for user, _a, _av, _fr in balances})
         per_user: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for user, asset, available, frozen in balances:
-            per_user[user].append({"type": "balance", "asset": asset, "available": available, "frozen": frozen})
+            if user in listening:
+                per_user[user].append({"type": "balance", "asset": asset, "available": available, "frozen": frozen})
         await publish_many(self._publish_script, [(user_events_channel(user), encode_user_events(user, events))
                                         for user, events in per_user.items()])
 

@@ -427,3 +427,48 @@ async def test_a_batch_whose_offset_moved_under_it_writes_nothing(db_url: str, r
     finally:
         await redis.aclose()
         await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_balance_events_go_only_to_users_who_listen(db_url: str, redis_url: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The intake publishes a freeze's new balance on `user:events:<id>` only when that channel has
+    a subscriber (ledger/online.py): user 74 listens and gets it, user 75 does not and costs nothing."""
+    import ledger.intake
+    from ledger.intake_protocol import decode_user_events, user_events_channel
+
+    pool, m = await _setup(db_url)
+    redis = Redis.from_url(redis_url)
+    listener = Redis.from_url(redis_url).pubsub()
+    published: list[str] = []
+    real_publish = ledger.intake.publish_many
+
+    async def recording(script: Any, messages: list[tuple[str, bytes]]) -> None:
+        published.extend(channel for channel, _data in messages)
+        await real_publish(script, messages)
+
+    monkeypatch.setattr(ledger.intake, "publish_many", recording)
+    try:
+        async with pool.acquire() as conn:
+            for user in (74, 75):
+                await conn.execute("INSERT INTO users (id) VALUES ($1)", user)
+                await credit_deposit(conn, deposit_key=f"{m}-{user}", user_id=user, asset="USDT", amount=1_000_000,
+                                     txid="t", output_index=user)
+        await listener.subscribe(user_events_channel(74))
+        assert await listener.get_message(timeout=5.0) is not None  # subscribed
+        intake = IntakeConsumer(pool, redis, shard=0)
+        await intake.start()
+        reqs: list[Any] = [PlaceOrderRequest(f"l{u}", "", u, m, "buy", "limit", "10", "0.01", None, 1)
+                           for u in (74, 75)]
+        await redis.xadd(intake_stream(0), {BATCH_FIELD: encode_requests(reqs)})
+        assert await intake.step(block_ms=0) == 1
+        await intake.flush_events()
+        msg = await listener.get_message(ignore_subscribe_messages=True, timeout=5.0)
+        assert msg is not None
+        assert decode_user_events(msg["data"])["events"] == [
+            {"type": "balance", "asset": "USDT", "available": 900_000, "frozen": 100_000}]
+        assert [ch for ch in published if ch.startswith("user:events:")] == [user_events_channel(74)]
+    finally:
+        await listener.aclose()  # type: ignore[no-untyped-call]
+        await redis.aclose()
+        await pool.close()
