@@ -17,11 +17,13 @@ per XADD entry as ledger/intake_protocol.py allows, in three phases:
    (`--latency-rate`, default 5,000/s, for `--latency-s`): for each order, from its intake
    timestamp to the moment the settlement's first non-pending `order` event for it arrives
    (published right after the settlement commit), heard through a pattern subscription to the
-   user-event channels: `p50_ms`, `p99_ms`;
+   user-event channels (so the ledger publishes every user's events): `p50_ms`, `p99_ms`;
 3. throughput (`--throughput-s`, default 30). The flow is generated and encoded before the
    phase's clock starts (`--prebuild` requests, default 1,000,000; more are generated on the way
    if needed), so the load generator takes little of the 2 cores from the system it measures
-   (generating while sending, it took about 15% of them). Then as fast as the system takes
+   (generating while sending, it took about 15% of them). `--online-users` users (default 200,
+   a tenth) are subscribed to their event channels meanwhile, as WebSocket users would be: the
+   ledger publishes user events only to users who listen. Then as fast as the system takes
    them, with at most `--max-backlog` requests not yet consumed by the intake and at most as many
    orders not yet settled (so the rate is sustained, not a burst and a long drain); then wait
    until every order left `pending` in PostgreSQL. `orders_per_s` = orders placed in the phase /
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import json
 import os
 import random
@@ -45,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -288,6 +292,41 @@ def _prebuild(sender: Sender, flow: Flow, requests: int, chunk: int) -> list[tup
     return out
 
 
+@contextlib.asynccontextmanager
+async def _online(redis_url: str, users: int) -> AsyncIterator[list[int]]:
+    """Users 1..`users` online during the throughput phase, as WebSocket users are: one
+    connection SUBSCRIBEd to their event channels, counting the messages (yields the count, as a
+    one-item list). The ledger builds and publishes user events only for users with a subscriber
+    (ledger/online.py), so with nobody listening the phase would not pay for events at all."""
+    import redis.asyncio as aioredis
+
+    from ledger.intake_protocol import user_events_channel
+
+    received = [0]
+    if users <= 0:
+        yield received
+        return
+    client = aioredis.from_url(redis_url)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(*[user_events_channel(u) for u in range(1, users + 1)])
+    stop = asyncio.Event()
+
+    async def listen() -> None:
+        while not stop.is_set():
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if msg is not None:
+                received[0] += 1
+
+    task = asyncio.create_task(listen())
+    try:
+        yield received
+    finally:
+        stop.set()
+        await task
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose()
+
+
 async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: float, max_backlog: int,
                             chunk: int, prebuilt: int) -> dict[str, Any]:
     """Offer as fast as the system takes it: at most `max_backlog` requests not yet consumed by the
@@ -428,8 +467,11 @@ async def _measure(args: argparse.Namespace, db_url: str, redis_url: str,
             low = await _latency_phase(redis_url, sender, flow, args.low_rate, args.latency_s / 2)
             hops = {f"low_load_{k}": v for k, v in (await _hops(redis, t0_ms, _now_ms())).items()}
         latencies = await _latency_phase(redis_url, sender, flow, args.latency_rate, args.latency_s)
-        result = await _throughput_phase(pool, sender, flow, args.throughput_s, args.max_backlog, args.chunk,
-                                          args.prebuild)
+        async with _online(redis_url, args.online_users) as received:
+            result = await _throughput_phase(pool, sender, flow, args.throughput_s, args.max_backlog, args.chunk,
+                                              args.prebuild)
+        result["online_users"] = args.online_users
+        result["user_event_messages_received"] = received[0]
     finally:
         await pool.close()
         await redis.aclose()
@@ -504,6 +546,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--per-entry", type=int, default=200, help="requests per XADD entry")
     parser.add_argument("--chunk", type=int, default=2000, help="requests generated per send in the throughput phase")
+    parser.add_argument("--online-users", type=int, default=200,
+                        help="users 1..N subscribed to their event channels during the throughput phase (default 200, "
+                             "a tenth of them)")
     parser.add_argument("--prebuild", type=int, default=1_000_000,
                         help="requests of the throughput phase generated before its clock starts (default 1,000,000)")
     parser.add_argument("--latency-rate", type=int, default=5000)
