@@ -1,16 +1,16 @@
 """The settlement consumer of one market: `match:out{M}` -> trades, order states, balances.
 
-One loop: XREAD a batch of engine event entries after the stored offset; in ONE
-PostgreSQL transaction lock the market's offset row, skip every event whose `seq` is not
-above the last applied one (settlement is idempotent by the engine's per-market sequence
-number; `trades` has the unique key (market, seq) besides), settle trades with the pure
-arithmetic, release what finished orders still hold, then write: trades (COPY), order
-states (one `UPDATE ... FROM unnest`), the journal (COPY: the batch's net change per
-(user, asset), kind `settle`, ref = the batch's last seq; `trades` and `orders` hold each
-event's detail and the audit checks that they explain those rows), balances (one upsert in sorted
-lock order) and the offset; commit; then publish user events (fills, order states, new
-balances) to `user:events:<user>`, built only for the users who have a subscriber on that channel
-(asked once per batch after reading it: ledger/online.py).
+One loop: XREAD a batch of engine event entries after the stored offset; skip every event whose
+`seq` is not above the last applied one (settlement is idempotent by the engine's per-market
+sequence number; `trades` has the unique key (market, seq) besides), settle trades with the pure
+arithmetic, release what finished orders still hold, then write: trades, order states (one
+`UPDATE ... FROM unnest`), the journal (the batch's net change per (user, asset), kind `settle`,
+ref = the batch's last seq; `trades` and `orders` hold each event's detail and the audit checks
+that they explain those rows), balances (one upsert in sorted lock order) and the offset, in ONE
+statement that commits on its own (in one transaction with the COPY of a big batch's trades) and
+moves the offset only from the seq the batch was computed on; then publish user events (fills,
+order states, new balances) to `user:events:<user>`, built only for the users who have a
+subscriber on that channel (asked once per batch after reading it: ledger/online.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import asyncpg.exceptions as asyncpg_errors
 import msgspec
 
 from ledger.arithmetic import OrderHold, add_deltas, release_deltas, settle_trade
@@ -33,7 +34,7 @@ from ledger.intake_protocol import encode_user_events, user_events_channel
 from ledger.markets import Market
 from ledger.online import OnlineUsers
 from ledger.recovery import CommandLog
-from ledger.repo import insert_rows, load_markets, upsert_journal_and
+from ledger.repo import INLINE_ROWS, insert_rows, load_markets, upsert_journal_and
 from matcher import keys
 from matcher.protocol import BATCH_FIELD, DoneReason, ProtocolError
 
@@ -143,6 +144,10 @@ class StaleBatchError(LedgerError):
 
 
 LIVE = frozenset(("pending", "open"))
+# The offset row still holds the seq a batch was computed on, or the whole statement refuses
+# (ledger_refuse, migration 0105; CASE fixes the order of evaluation).
+_SEQ_GUARD = ("CASE WHEN last_seq = {seq} THEN true "
+              "ELSE ledger_refuse('CF003', 'the settlement offset moved') = 0 END")
 # The batch's order states, one statement: `$n` is a bigint[5][k] (rows id, frozen_remaining,
 # filled_lots, filled_quote, fee_paid), `$t` a text[2][k] (state, done_reason); `a[i:i]` is
 # row i, which unnest reads in order.
@@ -459,32 +464,40 @@ class SettlementConsumer(RecoveringLoop):
         return prepared
 
     async def _write(self, p: _Prepared) -> SettleResult:
-        """Write one prepared batch in ONE transaction: trades (COPY), order states, settled
-        commands, journal, balances (one upsert in sorted lock order) and the offset."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            off = await conn.fetchrow(
-                "SELECT stream_id, last_seq FROM settlement_offsets WHERE market = $1 FOR UPDATE", self.symbol)
-            assert off is not None
-            if int(off["last_seq"]) != p.base_seq:
-                raise StaleBatchError(f"settlement {self.symbol}: the offset row holds seq {off['last_seq']}, "
-                                      f"the batch was computed on {p.base_seq}")
-            if not p.result.applied:
-                if stream_id_key(p.last_id) > stream_id_key(off["stream_id"]):
-                    await conn.execute("UPDATE settlement_offsets SET stream_id = $2 WHERE market = $1",
-                                       self.symbol, p.last_id)
-                return p.result
-            # order states, settled commands, journal (net change per user and asset), balances and
-            # the offset: one statement
-            also = ["UPDATE settlement_offsets SET stream_id = $8, last_seq = $9 WHERE market = $7"]
-            also_args: list[Any] = [self.symbol, p.last_id, p.last_seq]
-            await insert_rows(conn, "trades", TRADE_COLUMNS, TRADE_TYPES, p.trades, also, also_args)
-            if p.order_ints[0]:
-                n, t = 7 + len(also_args), 8 + len(also_args)
-                also.append(_ORDER_UPDATE.format(n=n, t=t))
-                also_args += (p.order_ints, p.order_texts)
-            command_sql, command_args = self._commands.statement(p.command_rows, 7 + len(also_args))
-            also.append(command_sql)
-            also_args += command_args
-            p.result.balances = await upsert_journal_and(conn, p.net, "settle", p.last_seq, tuple(also),
-                                                         tuple(also_args))
+        """Write one prepared batch: trades, order states, settled commands, journal, balances
+        (one upsert in sorted lock order) and the offset, in ONE statement that commits on its
+        own (a batch of more than `INLINE_ROWS` trades COPYs them first, in a transaction with
+        it). The offset moves only from the seq the batch was computed on: else the statement
+        refuses as a whole and StaleBatchError sends the consumer back to the database."""
+        async with self.pool.acquire() as conn:
+            try:
+                if not p.result.applied:  # only the stream position moves (events settled before)
+                    await conn.execute(
+                        "UPDATE settlement_offsets SET stream_id = CASE WHEN "
+                        "(split_part($2, '-', 1)::bigint, split_part($2, '-', 2)::bigint) > "
+                        "(split_part(stream_id, '-', 1)::bigint, split_part(stream_id, '-', 2)::bigint) "
+                        "THEN $2 ELSE stream_id END WHERE market = $1 AND " + _SEQ_GUARD.format(seq="$3"),
+                        self.symbol, p.last_id, p.base_seq)
+                    return p.result
+                also = ["UPDATE settlement_offsets SET stream_id = $8, last_seq = $9 WHERE market = $7 AND "
+                        + _SEQ_GUARD.format(seq="$10")]
+                also_args: list[Any] = [self.symbol, p.last_id, p.last_seq, p.base_seq]
+                async with contextlib.nullcontext() if len(p.trades) <= INLINE_ROWS else conn.transaction():
+                    await insert_rows(conn, "trades", TRADE_COLUMNS, TRADE_TYPES, p.trades, also, also_args)
+                    if p.order_ints[0]:
+                        n, t = 7 + len(also_args), 8 + len(also_args)
+                        also.append(_ORDER_UPDATE.format(n=n, t=t))
+                        also_args += (p.order_ints, p.order_texts)
+                    command_sql, command_args = self._commands.statement(p.command_rows, 7 + len(also_args))
+                    also.append(command_sql)
+                    also_args += command_args
+                    p.result.balances = await upsert_journal_and(conn, p.net, "settle", p.last_seq, tuple(also),
+                                                                 tuple(also_args))
+            except asyncpg_errors.PostgresError as exc:
+                # the offset's guard, or this batch's trades already there: another instance
+                # settled this market meanwhile (nothing of this batch was written)
+                if exc.sqlstate == "CF003" or getattr(exc, "constraint_name", None) == "trades_pkey":
+                    raise StaleBatchError(f"settlement {self.symbol}: the batch computed on seq {p.base_seq} "
+                                          f"was overtaken ({exc})") from exc
+                raise
         return p.result

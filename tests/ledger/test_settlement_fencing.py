@@ -1,0 +1,89 @@
+"""Settlement writes a batch in one statement with no lock held since it read the offset: the
+statement moves the offset only from the seq the batch was computed on, so a second consumer of
+the same market that settled meanwhile makes the first one's batch refuse as a whole
+(StaleBatchError), and every trade is settled once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from ledger.audit import run_audit
+from ledger.deposits import credit_deposit
+from ledger.intake_protocol import PlaceOrderRequest, Request
+from ledger.settlement import SettlementConsumer, StaleBatchError
+from tests.ledger.flow import Pipeline, add_market
+
+BUYER, SELLER = 21, 22
+
+
+class _Overtaken(SettlementConsumer):
+    """Lets a rival settle the same events between computing its batch and writing it."""
+
+    rival: SettlementConsumer | None = None
+
+    async def _write(self, p: Any) -> Any:
+        if self.rival is not None:
+            rival, self.rival = self.rival, None
+            assert await rival.step(block_ms=0) > 0
+            await rival.flush_events()
+        return await super()._write(p)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("with_trade", [True, False], ids=["trade", "open-only"])
+async def test_a_batch_overtaken_by_a_second_consumer_writes_nothing(db_url: str, redis_url: str,
+                                                                     with_trade: bool) -> None:
+    """With a trade, the trade's unique key would refuse the batch too; without one (a resting
+    order only) the offset's seq guard alone does."""
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=6)
+    redis = Redis.from_url(redis_url)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("INSERT INTO assets VALUES ('BTC','btc','regtest',8,8,NULL,2,10000,10000,20000) "
+                               "ON CONFLICT DO NOTHING")
+            await conn.execute("INSERT INTO assets VALUES ('USDT','eth','regtest',6,6,NULL,3,1,1000000,2000000) "
+                               "ON CONFLICT DO NOTHING")
+            m = await add_market(conn)
+            await conn.execute("INSERT INTO users (id) VALUES ($1), ($2) ON CONFLICT DO NOTHING", BUYER, SELLER)
+            for k, (u, a, amt) in enumerate([(BUYER, "USDT", 10**9), (SELLER, "BTC", 10**9)]):
+                await credit_deposit(conn, deposit_key=f"{m}-f{k}", user_id=u, asset=a, amount=amt, txid="t",
+                                     output_index=k)
+        flow = Pipeline(pool, redis, [m], shards=1)
+        await flow.start()
+        reqs: list[Request] = [PlaceOrderRequest("s", "", SELLER, m, "sell", "limit", "100", "0.010", None, 1),
+                               PlaceOrderRequest("b", "", BUYER, m, "buy", "limit", "101" if with_trade else "99",
+                                                 "0.004", None, 2)]
+        await flow.send(0, reqs)
+        for c in flow.intakes:  # intake and engine only: settlement is what the test drives
+            while await c.step(block_ms=0):
+                pass
+            await c.flush_events()
+        await flow.pumps[m].drain()
+
+        journal_start = await pool.fetchval("SELECT coalesce(max(id), 0) FROM balance_journal")
+        slow, rival = _Overtaken(pool, redis, market=m), SettlementConsumer(pool, redis, market=m)
+        await slow.start()
+        await rival.start()
+        slow.rival = rival
+        assert await slow.step(block_ms=0) > 0  # computed; its write runs in the background
+        with pytest.raises(StaleBatchError, match="was overtaken"):
+            await slow.step(block_ms=0)  # nothing new to read: waits for the write, which raises
+        assert await pool.fetchval("SELECT count(*) FROM trades WHERE market = $1", m) == int(with_trade)
+        buy_state = await pool.fetchval("SELECT state FROM orders WHERE market = $1 AND user_id = $2", m, BUYER)
+        assert buy_state == ("filled" if with_trade else "open")
+        batches = await pool.fetchval("SELECT count(DISTINCT ref_id) FROM balance_journal WHERE id > $1",
+                                      journal_start)
+        assert batches == int(with_trade)  # the rival's batch only (a batch without a trade moves no balance)
+        assert await pool.fetchval("SELECT count(*) FROM settled_commands WHERE market = $1", m) == 2
+        await slow.start()  # recovery from the database: nothing left to settle
+        assert await slow.step(block_ms=0) == 0
+        assert await pool.fetchval("SELECT count(*) FROM trades WHERE market = $1", m) == int(with_trade)
+        async with pool.acquire() as conn:
+            assert await run_audit(conn) == []
+    finally:
+        await redis.aclose()
+        await pool.close()
