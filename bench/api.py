@@ -160,7 +160,7 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "COFFER_DATABASE_URL": db_url, "COFFER_REDIS_URL": redis_server.url,
                "COFFER_DATA_DIR": str(data_dir), "COFFER_ENV": "dev", "COFFER_LOG_LEVEL": "WARNING",
-               "COFFER_API_RATE_PER_S": "100000", "COFFER_INTAKE_SHARDS": "4"}
+               "COFFER_API_RATE_PER_S": "100000", "COFFER_INTAKE_SHARDS": "1"}
         env.pop("COFFER_API_MASTER_KEY", None)
         logs = tmp / "logs"
         logs.mkdir()

@@ -542,7 +542,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=2000)
-    parser.add_argument("--shards", type=int, default=4, help="intake shards (default 4, as Settings)")
+    parser.add_argument("--shards", type=int, default=1, help="intake shards (default 1, as Settings)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--per-entry", type=int, default=200, help="requests per XADD entry")
     parser.add_argument("--chunk", type=int, default=2000, help="requests generated per send in the throughput phase")

@@ -93,11 +93,14 @@ class Settings:
     trading_api_port: int = 8000
     deposit_api_port: int = 8001
     service_token: Secret = field(default_factory=lambda: Secret(""))
-    # Intake streams (user shards). A trade-off on one machine, measured with bench.pipeline: one
-    # shard halves the latency at 5k orders/s (p50 44-78 ms, p99 90-155 ms against 86-98 and
-    # 212-237 ms with 4) but sustained 11.3-12.2k orders/s over 30 s against 14.4-14.7k with 4.
-    # The count changes only while the intake streams are drained (`coffer ledger run` checks).
-    intake_shards: int = 4
+    # Intake streams (user shards): one intake consumer each, users spread by id. Measured with
+    # bench.pipeline on the 2-core machine (all in one `ledger-intake` process), since a batch is
+    # one read and one write statement: 1 shard sustained 26.2k orders/s with p50 9.5 ms and p99
+    # 15.7 ms at 5k orders/s; 2 shards 25.8k, 13.2 / 26.5 ms; 4 shards 25.1k, 30.9 / 55.2 ms.
+    # One consumer batches the same flow into fewer, bigger batches. More shards pay off when they
+    # run on more cores than one machine's two. The count changes only while the intake streams
+    # are drained (`coffer ledger run` checks).
+    intake_shards: int = 1
     log_level: str = "INFO"
 
     @classmethod
@@ -114,7 +117,7 @@ class Settings:
             trading_api_port=_int(env, "COFFER_TRADING_API_PORT", 8000),
             deposit_api_port=_int(env, "COFFER_DEPOSIT_API_PORT", 8001),
             service_token=Secret(env.get("COFFER_SERVICE_TOKEN", "")),
-            intake_shards=_int(env, "COFFER_INTAKE_SHARDS", 4),
+            intake_shards=_int(env, "COFFER_INTAKE_SHARDS", 1),
             log_level=env.get("COFFER_LOG_LEVEL", "INFO").upper(),
         )
         settings.validate()
