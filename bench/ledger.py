@@ -10,7 +10,9 @@ synchronous_commit on) and a private Redis (AOF everysec), seeds one BTC/USDT ma
 2. settlements: runs those orders through the real pure engine in-process, pre-fills
    `match:out` with the events (1000 a stream entry, as the engine runner batches them) and
    times one settlement consumer draining them: trades COPY, order states, journal, balance
-   upsert, offset, commit (user-event publishing on).
+   upsert, offset, commit, and user events for the users who listen: `--online-users` users
+   (default 200, a tenth) are subscribed to their event channels by a `redis-cli` process, as
+   WebSocket users would be (`--online-users -1`: a pattern subscriber, events for everyone).
 Prints one JSON object on the last line. Run: python -m bench.ledger [--orders N]
 """
 
@@ -21,6 +23,7 @@ import asyncio
 import cProfile
 import json
 import os
+import subprocess
 import time
 from typing import Any
 
@@ -135,11 +138,28 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
         await pool.close()
 
 
+def _listen(redis_url: str, users: int) -> subprocess.Popen[bytes] | None:
+    """A `redis-cli` process subscribed to the event channels of users 1..`users` (all users with a
+    pattern subscription when `users` < 0), discarding what it hears; None for 0. A process of its
+    own, so its work is not counted as the consumers' CPU."""
+    from ledger.intake_protocol import user_events_channel
+
+    if users == 0:
+        return None
+    args = (["PSUBSCRIBE", user_events_channel(0).removesuffix("0") + "*"] if users < 0 else
+            ["SUBSCRIBE", *[user_events_channel(u) for u in range(1, users + 1)]])
+    proc = subprocess.Popen(["redis-cli", "-u", redis_url, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # subscribed before the first batch
+    return proc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--batch", type=int, default=10_000, help="intake stream entries per XREAD/transaction")
+    parser.add_argument("--online-users", type=int, default=200,
+                        help="users 1..N listening on their event channels (default 200; -1: a pattern subscriber)")
     parser.add_argument("--profile", help="write cProfile stats of the two timed phases to PATH.intake / PATH.settle")
     args = parser.parse_args()
     from tests.harness import make_tempdir, new_database
@@ -148,12 +168,17 @@ def main() -> None:
     rs = RedisServer(make_tempdir("coffer-bench-redis-"))
     pg.start()
     rs.start()
+    listener = _listen(rs.url, args.online_users)
     try:
         db_url = new_database(pg, "bench_ledger")
         result = asyncio.run(_run(db_url, rs.url, args.orders, args.users, args.batch, args.profile))
     finally:
+        if listener is not None:
+            listener.terminate()
+            listener.wait()
         rs.stop()
         pg.stop()
+    result["online_users"] = "all (pattern subscriber)" if args.online_users < 0 else args.online_users
     print(json.dumps(result))
 
 
