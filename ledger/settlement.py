@@ -7,10 +7,10 @@ arithmetic, release what finished orders still hold, then write: trades, order s
 `UPDATE ... FROM unnest`), the journal (the batch's net change per (user, asset), kind `settle`,
 ref = the batch's last seq; `trades` and `orders` hold each event's detail and the audit checks
 that they explain those rows), balances (one upsert in sorted lock order) and the offset, in ONE
-statement that commits on its own (in one transaction with the COPY of a big batch's trades) and
-moves the offset only from the seq the batch was computed on; then publish user events (fills,
-order states, new balances) to `user:events:<user>`, built only for the users who have a
-subscriber on that channel (asked once per batch after reading it: ledger/online.py).
+statement that commits on its own and moves the offset only from the seq the batch was computed
+on; then publish user events (fills, order states, new balances) to `user:events:<user>`, built
+only for the users who have a subscriber on that channel (asked once per batch after reading it:
+ledger/online.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ledger.intake_protocol import encode_user_events, user_events_channel
 from ledger.markets import Market
 from ledger.online import OnlineUsers
 from ledger.recovery import CommandLog
-from ledger.repo import INLINE_ROWS, insert_rows, load_markets, upsert_journal_and
+from ledger.repo import load_markets, upsert_journal_and
 from matcher import keys
 from matcher.protocol import BATCH_FIELD, DoneReason, ProtocolError
 
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ledger.settlement")
 
-TRADE_COLUMNS = ("market", "seq", "buy_order", "sell_order", "buyer", "seller", "taker_side", "price_ticks", "qty_lots",
-                 "base_amount", "quote_amount", "buyer_fee", "seller_fee", "ts_ms")
-TRADE_TYPES = ("text",) + ("bigint",) * 5 + ("text",) + ("bigint",) * 7
 FINAL_STATE = {DoneReason.FILLED.value: "filled", DoneReason.CANCELED.value: "canceled",
                DoneReason.EXPIRED.value: "expired", DoneReason.REJECTED.value: "rejected"}
 _FIELDS = {
@@ -125,7 +122,8 @@ class _Prepared:
     base_seq: int  # the settled seq the batch was computed on (the offset row must still hold it)
     last_seq: int  # the seq the offset row holds after the batch
     last_id: str
-    trades: list[tuple[Any, ...]]
+    trade_ints: list[list[int]]  # rows: the bigint columns of `_TRADE_INSERT` (empty: no trade)
+    trade_sides: list[str]
     # The changed orders as two 2-D arrays (rows: see `_ORDER_UPDATE`), not seven 1-D ones: asyncpg
     # tests each element of an array parameter for being a sub-array (isinstance against
     # collections.abc classes, a Python-level call each), but of a 2-D array only the first
@@ -157,6 +155,14 @@ _ORDER_UPDATE = (
     "FROM unnest((${n}::bigint[])[1:1], (${n}::bigint[])[2:2], (${n}::bigint[])[3:3], (${n}::bigint[])[4:4], "
     "(${n}::bigint[])[5:5], (${t}::text[])[1:1], (${t}::text[])[2:2]) AS d(id, fr, fl, fq, fee, st, dr) "
     "WHERE o.id = d.id")
+
+# The batch's trades, one statement: `$n` a bigint[12][k] (rows seq, buy_order, sell_order, buyer,
+# seller, price_ticks, qty_lots, base_amount, quote_amount, buyer_fee, seller_fee, ts_ms), `$t` the
+# taker sides. Not COPY: COPY needs a transaction block around it and the batch's statement.
+_TRADE_INSERT = (
+    "INSERT INTO trades (market, seq, buy_order, sell_order, buyer, seller, price_ticks, qty_lots, base_amount, "
+    "quote_amount, buyer_fee, seller_fee, ts_ms, taker_side) SELECT {market}::text, d.* FROM unnest("
+    + ", ".join(f"(${{n}}::bigint[])[{i}:{i}]" for i in range(1, 13)) + ", ${t}::text[]) AS d")
 
 # _Order's fields, of the orders of `$1` in market `$2`. The ids are looked up by primary key
 # alone (a market condition beside them let a planner walk the market instead): the
@@ -365,7 +371,7 @@ class SettlementConsumer(RecoveringLoop):
         fresh = [by_seq[k] for k in sorted(by_seq)]
         res.skipped = len(events) - len(fresh)
         if not fresh:
-            return _Prepared(base_seq, base_seq, last_id, [], [], [], [], {}, res, frozenset())
+            return _Prepared(base_seq, base_seq, last_id, [], [], [], [], [], {}, res, frozenset())
         if fresh[0]["seq"] != base_seq + 1:
             log.warning("settlement %s: seq gap %d -> %d", self.symbol, base_seq, fresh[0]["seq"])
         oids: set[int] = set()
@@ -390,7 +396,8 @@ class SettlementConsumer(RecoveringLoop):
         res.listeners = listeners
         orders = self._orders
         command_rows = self._commands.segment(fresh, lambda oid: orders[oid].state)  # before states change
-        trades: list[tuple[Any, ...]] = []
+        trades: list[tuple[int, ...]] = []  # the bigint columns of `_TRADE_INSERT`, one tuple per trade
+        trade_sides: list[str] = []
         net: dict[tuple[int, str], list[int]] = {}  # the batch's net change per (user, asset)
         symbol, base, quote = self.symbol, m.base, m.quote
         events_of = res.events
@@ -420,8 +427,9 @@ class SettlementConsumer(RecoveringLoop):
                     o.filled_quote += quote_amount
                 mark(buy.id)
                 mark(sell.id)
-                trades.append((symbol, seq, buy.id, sell.id, buy.user_id, sell.user_id, taker_side, price,
-                               qty, eff.base_amount, quote_amount, eff.buyer_fee, eff.seller_fee, ts_ms))
+                trades.append((seq, buy.id, sell.id, buy.user_id, sell.user_id, price, qty, eff.base_amount,
+                               quote_amount, eff.buyer_fee, eff.seller_fee, ts_ms))
+                trade_sides.append(taker_side)
                 for o, fee, fee_asset in ((buy, eff.buyer_fee, base), (sell, eff.seller_fee, quote)):
                     if o.user_id not in listeners:
                         continue
@@ -458,16 +466,17 @@ class SettlementConsumer(RecoveringLoop):
         order_texts: list[list[str | None]] = [[o.state for o in changed], [o.done_reason for o in changed]]
         self._seq = fresh[-1]["seq"]
         res.applied = len(fresh)
-        prepared = _Prepared(base_seq, self._seq, last_id, trades, order_ints, order_texts, command_rows, net, res,
-                             frozenset(dirty))
+        # the trades as one bigint[12][k] (a row per column: transposed in C) and their taker sides
+        trade_ints = [list(col) for col in zip(*trades, strict=True)]
+        prepared = _Prepared(base_seq, self._seq, last_id, trade_ints, trade_sides, order_ints, order_texts,
+                             command_rows, net, res, frozenset(dirty))
         self._forget(prepared.dirty_ids)
         return prepared
 
     async def _write(self, p: _Prepared) -> SettleResult:
         """Write one prepared batch: trades, order states, settled commands, journal, balances
         (one upsert in sorted lock order) and the offset, in ONE statement that commits on its
-        own (a batch of more than `INLINE_ROWS` trades COPYs them first, in a transaction with
-        it). The offset moves only from the seq the batch was computed on: else the statement
+        own. The offset moves only from the seq the batch was computed on: else the statement
         refuses as a whole and StaleBatchError sends the consumer back to the database."""
         async with self.pool.acquire() as conn:
             try:
@@ -482,17 +491,19 @@ class SettlementConsumer(RecoveringLoop):
                 also = ["UPDATE settlement_offsets SET stream_id = $8, last_seq = $9 WHERE market = $7 AND "
                         + _SEQ_GUARD.format(seq="$10")]
                 also_args: list[Any] = [self.symbol, p.last_id, p.last_seq, p.base_seq]
-                async with contextlib.nullcontext() if len(p.trades) <= INLINE_ROWS else conn.transaction():
-                    await insert_rows(conn, "trades", TRADE_COLUMNS, TRADE_TYPES, p.trades, also, also_args)
-                    if p.order_ints[0]:
-                        n, t = 7 + len(also_args), 8 + len(also_args)
-                        also.append(_ORDER_UPDATE.format(n=n, t=t))
-                        also_args += (p.order_ints, p.order_texts)
-                    command_sql, command_args = self._commands.statement(p.command_rows, 7 + len(also_args))
-                    also.append(command_sql)
-                    also_args += command_args
-                    p.result.balances = await upsert_journal_and(conn, p.net, "settle", p.last_seq, tuple(also),
-                                                                 tuple(also_args))
+                if p.trade_ints:
+                    n, t = 7 + len(also_args), 8 + len(also_args)
+                    also.append(_TRADE_INSERT.format(market="$7", n=n, t=t))
+                    also_args += (p.trade_ints, p.trade_sides)
+                if p.order_ints[0]:
+                    n, t = 7 + len(also_args), 8 + len(also_args)
+                    also.append(_ORDER_UPDATE.format(n=n, t=t))
+                    also_args += (p.order_ints, p.order_texts)
+                command_sql, command_args = self._commands.statement(p.command_rows, 7 + len(also_args))
+                also.append(command_sql)
+                also_args += command_args
+                p.result.balances = await upsert_journal_and(conn, p.net, "settle", p.last_seq, tuple(also),
+                                                             tuple(also_args))
             except asyncpg_errors.PostgresError as exc:
                 # the offset's guard, or this batch's trades already there: another instance
                 # settled this market meanwhile (nothing of this batch was written)
