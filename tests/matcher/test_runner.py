@@ -212,3 +212,71 @@ async def test_input_is_trimmed_behind_snapshots_and_a_corrupt_one_falls_back_to
     finally:
         stop.set()
         await r.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_forked_snapshot_lands_while_the_leader_goes_on(redis_url: str) -> None:
+    """Periodic snapshots are written by a forked child (`snapshot_in_child`, the default): one
+    lands while the runner is still leading, it is at most as new as the checkpoint, it restores,
+    and the output is the same as always."""
+    market = "FORK-USDT"
+    r = aioredis.Redis.from_url(redis_url)
+    stop = asyncio.Event()
+    try:
+        cmds = sharded_flow(1500, seed=41, shards=2)
+        config = RunnerConfig(markets=(market,), redis_url=redis_url, snapshot_interval_s=0.02, lease_ms=1000,
+                              trim_input=False)
+        assert config.snapshot_in_child
+        runner = MarketRunner(r, market, config, stop)
+        task = asyncio.create_task(runner.run())
+        for i in range(0, 1500, 100):
+            await xadd_batches(r, market, [cmds[i:i + 100]])
+            await wait_caught_up(r, market, task=task)
+            await asyncio.sleep(0.03)
+        async with asyncio.timeout(10):
+            while not await r.exists(keys.snapshot(market)):  # noqa: ASYNC110 - polls Redis
+                await asyncio.sleep(0.02)
+        assert not task.done(), "the snapshot landed while the runner still leads"
+        snap: Any = await r.hgetall(keys.snapshot(market))
+        ckpt_seq = int(await r.hget(keys.checkpoint(market), "seq"))  # type: ignore[misc]
+        assert 0 < int(snap[b"seq"]) <= ckpt_seq
+        assert Engine.restore(snap[b"engine"]).seq == int(snap[b"seq"])
+        stop.set()
+        await task
+        assert runner._snap_child is None, "the writer was reaped"
+        rows = await read_out(r, market)
+        assert_sequenced(rows)
+        assert rows == expected_wire(cmds)
+    finally:
+        stop.set()
+        await r.aclose()
+
+
+@pytest.mark.asyncio
+async def test_the_snapshot_script_never_goes_back_nor_ahead_of_the_checkpoint(redis_url: str) -> None:
+    """A snapshot older than the checkpoint is written (recovery replays after it), one not newer
+    than the snapshot stored is not (2), one ahead of the checkpoint is refused (-1), and one from
+    a runner whose lease is gone is refused (0)."""
+    from matcher.runner import _SNAPSHOT
+
+    market = "SNAPRULES-USDT"
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        script = r.register_script(_SNAPSHOT)
+        snap_keys = [keys.lease(market), keys.snapshot(market), keys.checkpoint(market), keys.match_in(market),
+                     keys.snapshot_prev(market)]
+        await r.set(keys.lease(market), "7")
+        await r.hset(keys.checkpoint(market), "seq", 10)  # type: ignore[misc]
+
+        async def write(seq: int, lease_holder: str = "7") -> Any:
+            return await script(keys=snap_keys, args=[lease_holder, Engine().snapshot(), "0-0", b"\x80", seq, 0])
+
+        assert await write(8) == 1
+        assert await write(5) == 2
+        assert int(await r.hget(keys.snapshot(market), "seq")) == 8  # type: ignore[misc]
+        assert await write(12) == -1
+        assert await write(9, lease_holder="6") == 0
+        assert await write(10) == 1
+        assert int(await r.hget(keys.snapshot_prev(market), "seq")) == 8  # type: ignore[misc]
+    finally:
+        await r.aclose()
