@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ledger.errors import LedgerError
+from ledger.events import EvCancelReject, EvDone, EvOpen, EvTrade, SettleEvent
 from matcher import keys
 from matcher.protocol import BATCH_FIELD, CancelOrder, Command, PlaceOrder, encode_batch
 
@@ -84,7 +85,7 @@ class CommandLog:
         elif not row["is_cancel"] and row["state"] == "pending":
             self.taker = int(row["oid"])
 
-    def segment(self, fresh: list[dict[str, Any]], state_of: Callable[[int], str]) -> list[CommandRow]:
+    def segment(self, fresh: list[SettleEvent], state_of: Callable[[int], str]) -> list[CommandRow]:
         """The commands starting in `fresh` (events in seq order, none applied yet); `state_of(oid)`
         is an order's state before the batch."""
         rows: list[CommandRow] = []
@@ -95,38 +96,37 @@ class CommandLog:
             return oid not in finished and (oid in opened or state_of(oid) == "open")
 
         for e in fresh:
-            kind = e["e"]
             if self.taker is not None:
-                if (kind == "open" or kind == "done") and e["oid"] == self.taker:
+                if (type(e) is EvOpen or type(e) is EvDone) and e.oid == self.taker:
                     self.taker = None
             elif self.open_start is not None:
-                if kind == "trade":
-                    self.taker = e["taker"]
-                    rows.append((self.open_start, False, e["taker"]))
+                if type(e) is EvTrade:
+                    self.taker = e.taker
+                    rows.append((self.open_start, False, e.taker))
                     self.open_start = None
-                elif kind == "open" or (kind == "done" and not resting(e["oid"])):
-                    rows.append((self.open_start, False, e["oid"]))
+                elif type(e) is EvOpen or (type(e) is EvDone and not resting(e.oid)):
+                    rows.append((self.open_start, False, e.oid))
                     self.open_start = None
                 # else: one more resting maker canceled by self-trade prevention
             else:
-                seq = e["seq"]
-                if kind == "trade":
-                    self.taker = e["taker"]
-                    rows.append((seq, False, e["taker"]))
-                elif kind == "open":
-                    rows.append((seq, False, e["oid"]))
-                elif kind == "cancel_reject" or (e["reason"] == "canceled" and not e["detail"]):
-                    rows.append((seq, True, e["oid"]))  # a cancel command
-                elif e["reason"] == "canceled" and e["detail"] == STP_DETAIL and resting(e["oid"]):
+                seq = e.seq
+                if type(e) is EvTrade:
+                    self.taker = e.taker
+                    rows.append((seq, False, e.taker))
+                elif type(e) is EvOpen:
+                    rows.append((seq, False, e.oid))
+                elif type(e) is EvCancelReject or (e.reason == "canceled" and not e.detail):
+                    rows.append((seq, True, e.oid))  # a cancel command
+                elif e.reason == "canceled" and e.detail == STP_DETAIL and resting(e.oid):
                     self.open_start = seq
                 else:
-                    rows.append((seq, False, e["oid"]))
-            if kind == "open":
-                opened.add(e["oid"])
-                finished.discard(e["oid"])
-            elif kind == "done":
-                finished.add(e["oid"])
-                opened.discard(e["oid"])
+                    rows.append((seq, False, e.oid))
+            if type(e) is EvOpen:
+                opened.add(e.oid)
+                finished.discard(e.oid)
+            elif type(e) is EvDone:
+                finished.add(e.oid)
+                opened.discard(e.oid)
         if self.open_start is not None:
             rows.append((self.open_start, False, None))  # filled in by the batch that names the taker
         return rows

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
+import msgpack
 import pytest
 from redis.asyncio import Redis
 
@@ -26,6 +27,7 @@ from coffer.localservices import PostgresServer, RedisServer
 from ledger.arithmetic import OrderHold, release_deltas, settle_trade
 from ledger.audit import run_audit
 from ledger.deposits import credit_deposit
+from ledger.events import decode_event_rows
 from ledger.intake import IntakeConsumer
 from ledger.intake_protocol import CancelAllRequest, PlaceOrderRequest, Request, intake_stream, shard_for_user
 from ledger.recovery import CommandLog
@@ -67,7 +69,8 @@ def test_command_log_finds_each_commands_first_seq(seed: int) -> None:
     i = 0
     while i < len(events):
         batch = events[i:i + rng.randint(1, 40)]  # cuts anywhere, inside commands too
-        for seq, is_cancel, oid in log.segment(batch, lambda oid: state.get(oid, "pending")):
+        typed = decode_event_rows(msgpack.packb(batch))  # as settlement reads them
+        for seq, is_cancel, oid in log.segment(typed, lambda oid: state.get(oid, "pending")):
             if oid is not None or seq not in found:
                 found[seq] = (is_cancel, oid)
         for e in batch:  # what settlement's states become

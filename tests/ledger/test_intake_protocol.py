@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import msgpack
+import msgspec
 import pytest
 
 from ledger.errors import IntakeProtocolError
@@ -146,9 +148,19 @@ def test_settlement_reads_exactly_the_protocol_event_fields() -> None:
     raw = encode_batch(events)
     rows = decode_event_rows(raw)
     assert decode_events(raw) == events
-    assert [r["seq"] for r in rows] == [1, 2, 3, 4]
-    assert rows[0]["taker_side"] == "buy" and rows[2]["reason"] == "filled" and rows[3]["e"] == "cancel_reject"
-    with pytest.raises(ProtocolError):
+    # the same fields with the same values (DoneReason is a str enum: equal to its value)
+    for row, event in zip(rows, events, strict=True):
+        wire = {k: v for k, v in dataclasses.asdict(event).items() if k != "e"}
+        assert msgspec.structs.asdict(row) == wire
+    assert [type(r).__name__ for r in rows] == ["EvTrade", "EvOpen", "EvDone", "EvCancelReject"]
+    done = msgpack.unpackb(encode_batch([events[2]]))[0]
+    with pytest.raises(ProtocolError, match="missing required field"):
         decode_event_rows(msgpack.packb([{"e": "trade", "seq": 1}]))
+    with pytest.raises(ProtocolError, match="reason"):
+        decode_event_rows(msgpack.packb([{**done, "reason": "vanished"}]))
+    with pytest.raises(ProtocolError, match="Expected `int`"):
+        decode_event_rows(msgpack.packb([{**done, "seq": "3"}]))
     with pytest.raises(ProtocolError):
-        decode_event_rows(msgpack.packb([{**rows[2], "reason": "vanished"}]))
+        decode_event_rows(msgpack.packb([{**done, "e": "teleport"}]))
+    with pytest.raises(ProtocolError):
+        decode_event_rows(b"\xc1")
