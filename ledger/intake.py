@@ -679,8 +679,8 @@ class IntakeConsumer(RecoveringLoop):
         if self._forwarding_from is not None:
             resend_from = min(resend_from, self._forwarding_from)
         # the offset moves only from where the read saw it (else nothing of the statement is written)
-        also = ["UPDATE intake_offsets SET stream_id = $8, last_iid = $9, batch_first_iid = $10 "
-                "WHERE shard = $7 AND CASE WHEN stream_id = $11 THEN true "
+        also = ["UPDATE intake_offsets SET stream_id = $6, last_iid = $7, batch_first_iid = $8 "
+                "WHERE shard = $5 AND CASE WHEN stream_id = $9 THEN true "
                 "ELSE ledger_refuse('CF002', 'the intake offset moved') = 0 END"]
         also_args: list[Any] = [self.shard, last_id, iid, resend_from, off.stream_id]
         one_statement = in_transaction or max(len(orders), len(cancels)) <= INLINE_ROWS

@@ -135,10 +135,15 @@ class CommandLog:
         """A data-modifying statement (for `repo.upsert_journal_and`'s `also`) recording `rows`
         (from `segment`); its parameters are numbered from `first_param`."""
         p = first_param
+        # first_seq, is_cancel (0/1) and oid (NULL: taker not yet known) as one bigint[3][k] (see
+        # repo.upsert_journal_and on 2-D array parameters)
         sql = (f"INSERT INTO settled_commands (market, first_seq, is_cancel, oid) "
-               f"SELECT ${p}::text, s, c, o FROM unnest(${p + 1}::bigint[], ${p + 2}::boolean[], ${p + 3}::bigint[]) "
-               f"AS t(s, c, o) ON CONFLICT (market, first_seq) DO UPDATE SET oid = EXCLUDED.oid")
-        return sql, [self.market, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]]
+               f"SELECT ${p}::text, s, c <> 0, o FROM unnest((${p + 1}::bigint[])[1:1], (${p + 1}::bigint[])[2:2], "
+               f"(${p + 1}::bigint[])[3:3]) AS t(s, c, o) "
+               f"ON CONFLICT (market, first_seq) DO UPDATE SET oid = EXCLUDED.oid")
+        if not rows:  # a 2-D array needs a row: a batch that starts no command inserts nothing
+            return (f"SELECT ${p}::text, ${p + 1}::bigint[] WHERE false", [self.market, []])
+        return sql, [self.market, [[r[0] for r in rows], [int(r[1]) for r in rows], [r[2] for r in rows]]]
 
 
 async def lost_commands(conn: asyncpg.Connection, market: str, ck_seq: int, settled: int,

@@ -19,6 +19,10 @@ from ledger.markets import MARKET_COLUMNS, Market
 
 BalanceKey = tuple[int, str]
 
+# The first parameter number of the `also` statements `upsert_journal_and` runs with a batch's
+# balances ($1-$4 are its own).
+ALSO_FIRST = 5
+
 
 async def load_markets(conn: asyncpg.Connection) -> dict[str, Market]:
     rows = await conn.fetch(f"SELECT {MARKET_COLUMNS} FROM markets WHERE enabled")
@@ -63,7 +67,7 @@ async def upsert_journal_and(
 ) -> list[tuple[int, str, int, int]]:
     """`upsert_deltas` + the batch's journal rows (as `journal.net_journal_rows`: one per (user,
     asset), same sorted order) + the `also` statements (the batch's other data-modifying
-    statements: offset update, order states; their parameters start at $7) in ONE statement,
+    statements: offset update, order states; their parameters start at $5, `ALSO_FIRST`) in ONE statement,
     so a consumer batch ends in one round trip. Balance rows are still upserted sorted (fixed
     lock order); PostgreSQL runs every data-modifying CTE exactly once, to completion. Returns
     the new (user, asset, available, frozen) of each touched row.
@@ -84,18 +88,24 @@ async def upsert_journal_and(
     if not net:
         if also:
             # alone, their parameters are $1...: shift them down by the six of the combined form
-            sql = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) - 6}", f"WITH {ctes[2:]} SELECT 1")
+            shift = ALSO_FIRST - 1
+            sql = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) - shift}", f"WITH {ctes[2:]} SELECT 1")
             await conn.execute(sql, *also_args)
         return []
     keys = sorted(net)
+    # users, available and frozen deltas as one bigint[3][k]: asyncpg checks each element of a 1-D
+    # array parameter for being a sub-array (a Python-level isinstance call), of a 2-D one only
+    # the first row's
+    ints = [[k[0] for k in keys], [net[k][0] for k in keys], [net[k][1] for k in keys]]
     try:
         rows = await conn.fetch(
             f"""
         WITH d AS MATERIALIZED (
-            SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS d(u, a, av, fr)
+            SELECT * FROM unnest(($1::bigint[])[1:1], $2::text[], ($1::bigint[])[2:2], ($1::bigint[])[3:3])
+                AS d(u, a, av, fr)
         ), j AS (
             INSERT INTO balance_journal (user_id, asset, d_available, d_frozen, kind, ref_id)
-            SELECT u, a, av, fr, $5::text, $6::bigint FROM d
+            SELECT u, a, av, fr, $3::text, $4::bigint FROM d
         ){ctes}
         INSERT INTO balances AS b (user_id, asset, available, frozen)
         SELECT u, a, av, fr FROM d
@@ -103,8 +113,7 @@ async def upsert_journal_and(
             SET available = {available}, frozen = b.frozen + EXCLUDED.frozen
         RETURNING user_id, asset, available, frozen
         """,
-            [k[0] for k in keys], [k[1] for k in keys], [net[k][0] for k in keys], [net[k][1] for k in keys],
-            kind, ref_id, *also_args,
+            ints, [k[1] for k in keys], kind, ref_id, *also_args,
         )
     except asyncpg.PostgresError as exc:
         if exc.sqlstate == "CF001":  # raised inside the statement: nothing of it was written
@@ -125,13 +134,13 @@ async def insert_rows(
 ) -> None:
     """Insert `rows` into `table`: COPY now when they are many, else append an
     `INSERT ... SELECT FROM unnest(...)` to `also` / `also_args` (the statements that
-    `upsert_journal_and` runs with the batch's balances; parameters numbered from $7)."""
+    `upsert_journal_and` runs with the batch's balances; parameters numbered from `ALSO_FIRST`)."""
     if not rows:
         return
     if len(rows) > INLINE_ROWS:
         await conn.copy_records_to_table(table, records=rows, columns=columns)
         return
-    first = 7 + len(also_args)
+    first = ALSO_FIRST + len(also_args)
     arrays = ", ".join(f"${first + i}::{t}[]" for i, t in enumerate(types))
     also.append(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})")
     also_args.extend(list(col) for col in zip(*rows, strict=True))

@@ -34,7 +34,7 @@ from ledger.intake_protocol import encode_user_events, user_events_channel
 from ledger.markets import Market
 from ledger.online import OnlineUsers
 from ledger.recovery import CommandLog
-from ledger.repo import load_markets, upsert_journal_and
+from ledger.repo import ALSO_FIRST, load_markets, upsert_journal_and
 from matcher import keys
 from matcher.protocol import BATCH_FIELD, DoneReason
 
@@ -452,18 +452,18 @@ class SettlementConsumer(RecoveringLoop):
                         "THEN $2 ELSE stream_id END WHERE market = $1 AND " + _SEQ_GUARD.format(seq="$3"),
                         self.symbol, p.last_id, p.base_seq)
                     return p.result
-                also = ["UPDATE settlement_offsets SET stream_id = $8, last_seq = $9 WHERE market = $7 AND "
-                        + _SEQ_GUARD.format(seq="$10")]
+                also = ["UPDATE settlement_offsets SET stream_id = $6, last_seq = $7 WHERE market = $5 AND "
+                        + _SEQ_GUARD.format(seq="$8")]
                 also_args: list[Any] = [self.symbol, p.last_id, p.last_seq, p.base_seq]
                 if p.trade_ints:
-                    n, t = 7 + len(also_args), 8 + len(also_args)
-                    also.append(_TRADE_INSERT.format(market="$7", n=n, t=t))
+                    n, t = ALSO_FIRST + len(also_args), ALSO_FIRST + 1 + len(also_args)
+                    also.append(_TRADE_INSERT.format(market="$5", n=n, t=t))
                     also_args += (p.trade_ints, p.trade_sides)
                 if p.order_ints[0]:
-                    n, t = 7 + len(also_args), 8 + len(also_args)
+                    n, t = ALSO_FIRST + len(also_args), ALSO_FIRST + 1 + len(also_args)
                     also.append(_ORDER_UPDATE.format(n=n, t=t))
                     also_args += (p.order_ints, p.order_texts)
-                command_sql, command_args = self._commands.statement(p.command_rows, 7 + len(also_args))
+                command_sql, command_args = self._commands.statement(p.command_rows, ALSO_FIRST + len(also_args))
                 also.append(command_sql)
                 also_args += command_args
                 p.result.balances = await upsert_journal_and(conn, p.net, "settle", p.last_seq, tuple(also),

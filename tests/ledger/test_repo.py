@@ -46,7 +46,7 @@ async def test_guarded_upsert_refuses_when_a_reversal_lowered_the_balance(db_url
         # the refusal is raised inside it, so none of its CTEs is written either
         with pytest.raises(BalanceMovedError, match="available balance of user 61 in USDT fell"):
             await upsert_journal_and(a, {(61, "USDT"): [-1_200, 1_200]}, "intake", 1, guard=True,
-                                     also=("INSERT INTO users (id) VALUES ($7)",), also_args=(62,))
+                                     also=("INSERT INTO users (id) VALUES ($5)",), also_args=(62,))
         assert await a.fetchval("SELECT available FROM balances WHERE user_id = 61 AND asset = 'USDT'") == 1_000
         assert await a.fetchval("SELECT count(*) FROM balance_journal") == journal_before + 1
         assert await a.fetchval("SELECT count(*) FROM users WHERE id = 62") == 0
