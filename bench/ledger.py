@@ -23,6 +23,7 @@ import asyncio
 import cProfile
 import json
 import os
+import shutil
 import subprocess
 import time
 from typing import Any
@@ -178,6 +179,8 @@ def main() -> None:
             listener.wait()
         rs.stop()
         pg.stop()
+        for server in (pg, rs):  # the data directories (a PostgreSQL cluster each run)
+            shutil.rmtree(server.directory, ignore_errors=True)
     result["online_users"] = "all (pattern subscriber)" if args.online_users < 0 else args.online_users
     print(json.dumps(result))
 

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ def private_redis(appendfsync: str = "everysec") -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 @contextmanager
@@ -46,6 +48,7 @@ def private_postgres(fast_unsafe: bool = True) -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 def new_database(server: PostgresServer, label: str, migrate: bool = True) -> str:
