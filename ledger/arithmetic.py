@@ -17,7 +17,7 @@ its cost is unbounded). A buy that fills below its limit gets the difference bac
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ledger.errors import ArithmeticInvariantError, InvalidAmountError
 from ledger.markets import Market
@@ -51,6 +51,24 @@ class OrderHold(NamedTuple):
     type: str  # "limit" | "market"
     price_ticks: int | None
     frozen_remaining: int
+
+
+class Hold(Protocol):
+    """What `settle_trade` reads of an order: `OrderHold`, or any object with these attributes
+    (the settlement consumer passes its in-memory orders, without building an OrderHold each)."""
+
+    @property
+    def oid(self) -> int: ...
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def side(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def price_ticks(self) -> int | None: ...
+    @property
+    def frozen_remaining(self) -> int: ...
 
 
 class TradeEffect(NamedTuple):
@@ -126,7 +144,7 @@ def release_deltas(user_id: int, asset: str, frozen_remaining: int) -> tuple[Del
 
 
 def settle_trade(
-    market: Market, *, buy: OrderHold, sell: OrderHold, price_ticks: int, qty_lots: int, taker_side: str
+    market: Market, *, buy: Hold, sell: Hold, price_ticks: int, qty_lots: int, taker_side: str
 ) -> TradeEffect:
     """Settle one fill of `qty_lots` at the maker's `price_ticks`.
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg.exceptions as asyncpg_errors
 
-from ledger.arithmetic import OrderHold, add_deltas, release_deltas, settle_trade
+from ledger.arithmetic import add_deltas, release_deltas, settle_trade
 from ledger.consumer_loop import RecoveringLoop, StreamTrimmer
 from ledger.errors import ArithmeticInvariantError, LedgerError
 from ledger.events import EvCancelReject, EvDone, EvOpen, EvTrade, SettleEvent, decode_event_rows
@@ -68,6 +68,11 @@ class _Order:
     fee_paid: int
     state: str
     done_reason: str | None
+
+    @property
+    def oid(self) -> int:
+        """The order's id as `arithmetic.Hold` names it (settle_trade reads the order itself)."""
+        return self.id
 
 
 @dataclass
@@ -374,12 +379,7 @@ class SettlementConsumer(RecoveringLoop):
                 seq, price, qty, taker_side, ts_ms = e.seq, e.price, e.qty, e.taker_side, e.ts_ms
                 buy, sell = (orders[e.taker], orders[e.maker]) if taker_side == "buy" else (
                     orders[e.maker], orders[e.taker])
-                eff = settle_trade(
-                    m,
-                    buy=OrderHold(buy.id, buy.user_id, buy.side, buy.type, buy.price_ticks, buy.frozen_remaining),
-                    sell=OrderHold(sell.id, sell.user_id, sell.side, sell.type, sell.price_ticks,
-                                   sell.frozen_remaining),
-                    price_ticks=price, qty_lots=qty, taker_side=taker_side)
+                eff = settle_trade(m, buy=buy, sell=sell, price_ticks=price, qty_lots=qty, taker_side=taker_side)
                 add_deltas(net, eff.deltas)
                 quote_amount = eff.quote_amount
                 buy.frozen_remaining -= eff.buy_consumed
