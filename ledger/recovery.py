@@ -72,23 +72,38 @@ class CommandLog:
         self.market = market
         self.taker: int | None = None  # the place command in progress
         self.open_start: int | None = None  # a command begun by a maker's STP cancel, taker unknown
+        self.placeholder: int | None = None  # open_start's row, already recorded with oid NULL
+        self.completed: frozenset[int] = frozenset()  # rows of the last segment() that fill a placeholder
 
     async def load(self, conn: asyncpg.Connection) -> None:
         row = await conn.fetchrow(
             "SELECT c.first_seq, c.is_cancel, c.oid, o.state FROM settled_commands c "
             "LEFT JOIN orders o ON o.id = c.oid WHERE c.market = $1 ORDER BY c.first_seq DESC LIMIT 1", self.market)
-        self.taker = self.open_start = None
+        self.taker = self.open_start = self.placeholder = None
+        self.completed = frozenset()
         if row is None:
             return
         if row["oid"] is None:
-            self.open_start = int(row["first_seq"])
+            self.open_start = self.placeholder = int(row["first_seq"])
         elif not row["is_cancel"] and row["state"] == "pending":
             self.taker = int(row["oid"])
 
     def segment(self, fresh: list[SettleEvent], state_of: Callable[[int], str]) -> list[CommandRow]:
         """The commands starting in `fresh` (events in seq order, none applied yet); `state_of(oid)`
-        is an order's state before the batch."""
+        is an order's state before the batch. A command whose taker is still unknown at the end
+        is recorded once with oid NULL (the placeholder); the row that names its taker in a later
+        batch is in `completed` afterwards (it updates the placeholder instead of inserting)."""
         rows: list[CommandRow] = []
+        completed: set[int] = set()
+
+        def close_open_start(oid: int) -> None:
+            assert self.open_start is not None
+            rows.append((self.open_start, False, oid))
+            if self.open_start == self.placeholder:
+                completed.add(self.open_start)
+                self.placeholder = None
+            self.open_start = None
+
         opened: set[int] = set()
         finished: set[int] = set()
 
@@ -102,11 +117,9 @@ class CommandLog:
             elif self.open_start is not None:
                 if type(e) is EvTrade:
                     self.taker = e.taker
-                    rows.append((self.open_start, False, e.taker))
-                    self.open_start = None
+                    close_open_start(e.taker)
                 elif type(e) is EvOpen or (type(e) is EvDone and not resting(e.oid)):
-                    rows.append((self.open_start, False, e.oid))
-                    self.open_start = None
+                    close_open_start(e.oid)
                 # else: one more resting maker canceled by self-trade prevention
             else:
                 seq = e.seq
@@ -127,23 +140,40 @@ class CommandLog:
             elif type(e) is EvDone:
                 finished.add(e.oid)
                 opened.discard(e.oid)
-        if self.open_start is not None:
+        if self.open_start is not None and self.open_start != self.placeholder:
             rows.append((self.open_start, False, None))  # filled in by the batch that names the taker
+            self.placeholder = self.open_start
+        self.completed = frozenset(completed)
         return rows
 
-    def statement(self, rows: list[CommandRow], first_param: int) -> tuple[str, list[Any]]:
-        """A data-modifying statement (for `repo.upsert_journal_and`'s `also`) recording `rows`
-        (from `segment`); its parameters are numbered from `first_param`."""
+    def statements(self, rows: list[CommandRow], completed: frozenset[int],
+                   first_param: int) -> tuple[list[str], list[Any]]:
+        """Data-modifying statements (for `repo.upsert_journal_and`'s `also`) recording `rows` (from
+        `segment`, with its `completed`): a plain INSERT of the new rows (no ON CONFLICT: a batch
+        is written once, fenced by its offset; measured 14% of a settlement batch's write time),
+        and an UPDATE naming the taker of a placeholder written by an earlier batch. Parameters
+        are numbered from `first_param`."""
         p = first_param
-        # first_seq, is_cancel (0/1) and oid (NULL: taker not yet known) as one bigint[3][k] (see
-        # repo.upsert_journal_and on 2-D array parameters)
-        sql = (f"INSERT INTO settled_commands (market, first_seq, is_cancel, oid) "
-               f"SELECT ${p}::text, s, c <> 0, o FROM unnest((${p + 1}::bigint[])[1:1], (${p + 1}::bigint[])[2:2], "
-               f"(${p + 1}::bigint[])[3:3]) AS t(s, c, o) "
-               f"ON CONFLICT (market, first_seq) DO UPDATE SET oid = EXCLUDED.oid")
-        if not rows:  # a 2-D array needs a row: a batch that starts no command inserts nothing
-            return (f"SELECT ${p}::text, ${p + 1}::bigint[] WHERE false", [self.market, []])
-        return sql, [self.market, [[r[0] for r in rows], [int(r[1]) for r in rows], [r[2] for r in rows]]]
+        sqls: list[str] = []
+        args: list[Any] = [self.market]
+        new = [r for r in rows if r[0] not in completed]
+        if new:
+            # first_seq, is_cancel (0/1) and oid (NULL: taker not yet known) as one bigint[3][k]
+            # (see repo.upsert_journal_and on 2-D array parameters)
+            q = p + len(args)
+            sqls.append(f"INSERT INTO settled_commands (market, first_seq, is_cancel, oid) "
+                        f"SELECT ${p}::text, s, c <> 0, o FROM unnest((${q}::bigint[])[1:1], (${q}::bigint[])[2:2], "
+                        f"(${q}::bigint[])[3:3]) AS t(s, c, o)")
+            args.append([[r[0] for r in new], [int(r[1]) for r in new], [r[2] for r in new]])
+        done = [r for r in rows if r[0] in completed]
+        if done:
+            q = p + len(args)
+            sqls.append(f"UPDATE settled_commands c SET oid = t.o FROM unnest(${q}::bigint[], ${q + 1}::bigint[]) "
+                        f"AS t(s, o) WHERE c.market = ${p}::text AND c.first_seq = t.s")
+            args += [[r[0] for r in done], [r[2] for r in done]]
+        if not sqls:
+            sqls.append(f"SELECT ${p}::text WHERE false")
+        return sqls, args
 
 
 async def lost_commands(conn: asyncpg.Connection, market: str, ck_seq: int, settled: int,

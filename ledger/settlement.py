@@ -102,6 +102,7 @@ class _Prepared:
     order_ints: list[list[int]]  # id, frozen_remaining, filled_lots, filled_quote, fee_paid
     order_texts: list[list[str | None]]  # state, done_reason
     command_rows: list[Any]
+    command_completed: frozenset[int]  # rows that fill a placeholder of an earlier batch (CommandLog)
     net: dict[tuple[int, str], list[int]]
     result: SettleResult
     dirty_ids: frozenset[int]
@@ -113,6 +114,8 @@ class StaleBatchError(LedgerError):
 
 
 LIVE = frozenset(("pending", "open"))
+# The unique keys a batch's rows hit when another instance settled them already.
+_SETTLED_KEYS = ("trades_pkey", "settled_commands_pkey")
 # The offset row still holds the seq a batch was computed on, or the whole statement refuses
 # (ledger_refuse, migration 0105; CASE fixes the order of evaluation).
 _SEQ_GUARD = ("CASE WHEN last_seq = {seq} THEN true "
@@ -342,7 +345,7 @@ class SettlementConsumer(RecoveringLoop):
         fresh = [by_seq[k] for k in sorted(by_seq)]
         res.skipped = len(events) - len(fresh)
         if not fresh:
-            return _Prepared(base_seq, base_seq, last_id, [], [], [], [], [], {}, res, frozenset())
+            return _Prepared(base_seq, base_seq, last_id, [], [], [], [], [], frozenset(), {}, res, frozenset())
         if fresh[0].seq != base_seq + 1:
             log.warning("settlement %s: seq gap %d -> %d", self.symbol, base_seq, fresh[0].seq)
         oids: set[int] = set()
@@ -366,6 +369,7 @@ class SettlementConsumer(RecoveringLoop):
         res.listeners = listeners
         orders = self._orders
         command_rows = self._commands.segment(fresh, lambda oid: orders[oid].state)  # before states change
+        command_completed = self._commands.completed
         trades: list[tuple[int, ...]] = []  # the bigint columns of `_TRADE_INSERT`, one tuple per trade
         trade_sides: list[str] = []
         net: dict[tuple[int, str], list[int]] = {}  # the batch's net change per (user, asset)
@@ -433,7 +437,7 @@ class SettlementConsumer(RecoveringLoop):
         # the trades as one bigint[12][k] (a row per column: transposed in C) and their taker sides
         trade_ints = [list(col) for col in zip(*trades, strict=True)]
         prepared = _Prepared(base_seq, self._seq, last_id, trade_ints, trade_sides, order_ints, order_texts,
-                             command_rows, net, res, frozenset(dirty))
+                             command_rows, command_completed, net, res, frozenset(dirty))
         self._forget(prepared.dirty_ids)
         return prepared
 
@@ -463,15 +467,16 @@ class SettlementConsumer(RecoveringLoop):
                     n, t = ALSO_FIRST + len(also_args), ALSO_FIRST + 1 + len(also_args)
                     also.append(_ORDER_UPDATE.format(n=n, t=t))
                     also_args += (p.order_ints, p.order_texts)
-                command_sql, command_args = self._commands.statement(p.command_rows, ALSO_FIRST + len(also_args))
-                also.append(command_sql)
+                command_sqls, command_args = self._commands.statements(p.command_rows, p.command_completed,
+                                                                       ALSO_FIRST + len(also_args))
+                also += command_sqls
                 also_args += command_args
                 p.result.balances = await upsert_journal_and(conn, p.net, "settle", p.last_seq, tuple(also),
                                                              tuple(also_args))
             except asyncpg_errors.PostgresError as exc:
                 # the offset's guard, or this batch's trades already there: another instance
                 # settled this market meanwhile (nothing of this batch was written)
-                if exc.sqlstate == "CF003" or getattr(exc, "constraint_name", None) == "trades_pkey":
+                if exc.sqlstate == "CF003" or getattr(exc, "constraint_name", None) in _SETTLED_KEYS:
                     raise StaleBatchError(f"settlement {self.symbol}: the batch computed on seq {p.base_seq} "
                                           f"was overtaken ({exc})") from exc
                 raise

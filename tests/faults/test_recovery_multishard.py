@@ -66,13 +66,20 @@ def test_command_log_finds_each_commands_first_seq(seed: int) -> None:
     log = CommandLog("X")
     state: dict[int, str] = {}
     found: dict[int, tuple[bool, int | None]] = {}
+    placeholders = 0
     i = 0
     while i < len(events):
         batch = events[i:i + rng.randint(1, 40)]  # cuts anywhere, inside commands too
         typed = decode_event_rows(msgpack.packb(batch))  # as settlement reads them
         for seq, is_cancel, oid in log.segment(typed, lambda oid: state.get(oid, "pending")):
-            if oid is not None or seq not in found:
-                found[seq] = (is_cancel, oid)
+            # as the table sees it: a new row is inserted once (a plain INSERT), a placeholder
+            # (oid NULL) is completed by a later batch's update
+            if seq in log.completed:
+                assert found[seq][1] is None, "only a placeholder is updated"
+            else:
+                assert seq not in found, f"seq {seq} inserted twice"
+            placeholders += oid is None
+            found[seq] = (is_cancel, oid)
         for e in batch:  # what settlement's states become
             if e["e"] == "open":
                 state[e["oid"]] = "open"
@@ -80,6 +87,7 @@ def test_command_log_finds_each_commands_first_seq(seed: int) -> None:
                 state[e["oid"]] = e["reason"]
         i += len(batch)
     assert sorted((s, c, o) for s, (c, o) in found.items()) == truth
+    assert placeholders > 0, "the flow cut some STP-begun command across batches"
 
 
 # ---- the crash ------------------------------------------------------------------------------
