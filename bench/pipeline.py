@@ -19,7 +19,7 @@ per XADD entry as ledger/intake_protocol.py allows, in three phases:
    (published right after the settlement commit), heard through a pattern subscription to the
    user-event channels (so the ledger publishes every user's events): `p50_ms`, `p99_ms`;
 3. throughput (`--throughput-s`, default 30). The flow is generated and encoded before the
-   phase's clock starts (`--prebuild` requests, default 1,000,000; more are generated on the way
+   phase's clock starts (`--prebuild` requests, default 1,500,000; more are generated on the way
    if needed), so the load generator takes little of the 2 cores from the system it measures
    (generating while sending, it took about 15% of them). `--online-users` users (default 200,
    a tenth) are subscribed to their event channels meanwhile, as WebSocket users would be: the
@@ -549,8 +549,8 @@ def main() -> None:
     parser.add_argument("--online-users", type=int, default=200,
                         help="users 1..N subscribed to their event channels during the throughput phase (default 200, "
                              "a tenth of them)")
-    parser.add_argument("--prebuild", type=int, default=1_000_000,
-                        help="requests of the throughput phase generated before its clock starts (default 1,000,000)")
+    parser.add_argument("--prebuild", type=int, default=1_500_000,
+                        help="requests of the throughput phase generated before its clock starts (default 1,500,000)")
     parser.add_argument("--latency-rate", type=int, default=5000)
     parser.add_argument("--latency-s", type=float, default=10.0)
     parser.add_argument("--warmup-s", type=float, default=2.0,
