@@ -19,6 +19,14 @@ _market_counter = itertools.count(1)
 BTC_REGTEST_ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
 
+async def add_assets(conn: asyncpg.Connection) -> None:
+    """BTC (regtest) and USDT (6 decimals) with the withdrawal settings the consumer tests use."""
+    await conn.execute("INSERT INTO assets VALUES ('BTC','btc','regtest',8,8,NULL,2,10000,10000,20000) "
+                       "ON CONFLICT DO NOTHING")
+    await conn.execute("INSERT INTO assets VALUES ('USDT','eth','regtest',6,6,NULL,3,1,1000000,2000000) "
+                       "ON CONFLICT DO NOTHING")
+
+
 async def add_market(conn: asyncpg.Connection, *, maker_bps: int = 10, taker_bps: int = 20,
                      min_notional: int = 5_000) -> str:
     """A fresh BTC/USDT market with its own streams: tick 1 USDT, lot 0.001 BTC

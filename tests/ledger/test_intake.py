@@ -30,7 +30,7 @@ from ledger.intake_protocol import (
 )
 from matcher import keys
 from matcher.protocol import CancelOrder, PlaceOrder, decode_commands
-from tests.ledger.flow import BTC_REGTEST_ADDRESS, Pipeline, add_market
+from tests.ledger.flow import BTC_REGTEST_ADDRESS, Pipeline, add_assets, add_market
 
 CH = reply_channel("test")
 
@@ -38,10 +38,7 @@ CH = reply_channel("test")
 async def _setup(db_url: str) -> tuple[asyncpg.Pool, str]:
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("INSERT INTO assets VALUES ('BTC','btc','regtest',8,8,NULL,2,10000,10000,20000) "
-                           "ON CONFLICT DO NOTHING")
-        await conn.execute("INSERT INTO assets VALUES ('USDT','eth','regtest',6,6,NULL,3,1,1000000,2000000) "
-                           "ON CONFLICT DO NOTHING")
+        await add_assets(conn)
         symbol = await add_market(conn, min_notional=50_000)
         await conn.execute("INSERT INTO users (id) VALUES (1), (2) ON CONFLICT DO NOTHING")
         for k, (u, a, amt) in enumerate([(1, "USDT", 1_000_000), (2, "BTC", 1_000_000)]):

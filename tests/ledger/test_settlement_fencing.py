@@ -15,7 +15,7 @@ from ledger.audit import run_audit
 from ledger.deposits import credit_deposit
 from ledger.intake_protocol import PlaceOrderRequest, Request
 from ledger.settlement import SettlementConsumer, StaleBatchError
-from tests.ledger.flow import Pipeline, add_market
+from tests.ledger.flow import Pipeline, add_assets, add_market
 
 BUYER, SELLER = 21, 22
 
@@ -43,10 +43,7 @@ async def test_a_batch_overtaken_by_a_second_consumer_writes_nothing(db_url: str
     redis = Redis.from_url(redis_url)
     try:
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("INSERT INTO assets VALUES ('BTC','btc','regtest',8,8,NULL,2,10000,10000,20000) "
-                               "ON CONFLICT DO NOTHING")
-            await conn.execute("INSERT INTO assets VALUES ('USDT','eth','regtest',6,6,NULL,3,1,1000000,2000000) "
-                               "ON CONFLICT DO NOTHING")
+            await add_assets(conn)
             m = await add_market(conn)
             await conn.execute("INSERT INTO users (id) VALUES ($1), ($2) ON CONFLICT DO NOTHING", BUYER, SELLER)
             for k, (u, a, amt) in enumerate([(BUYER, "USDT", 10**9), (SELLER, "BTC", 10**9)]):

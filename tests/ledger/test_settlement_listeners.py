@@ -16,7 +16,7 @@ import ledger.settlement
 from ledger.deposits import credit_deposit
 from ledger.intake import publish_many
 from ledger.intake_protocol import PlaceOrderRequest, Request, decode_user_events, user_events_channel
-from tests.ledger.flow import Pipeline, add_market
+from tests.ledger.flow import Pipeline, add_assets, add_market
 
 BUYER, SELLER = 11, 12
 
@@ -24,10 +24,7 @@ BUYER, SELLER = 11, 12
 async def _setup(db_url: str) -> tuple[asyncpg.Pool, str]:
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("INSERT INTO assets VALUES ('BTC','btc','regtest',8,8,NULL,2,10000,10000,20000) "
-                           "ON CONFLICT DO NOTHING")
-        await conn.execute("INSERT INTO assets VALUES ('USDT','eth','regtest',6,6,NULL,3,1,1000000,2000000) "
-                           "ON CONFLICT DO NOTHING")
+        await add_assets(conn)
         symbol = await add_market(conn)
         await conn.execute("INSERT INTO users (id) VALUES ($1), ($2) ON CONFLICT DO NOTHING", BUYER, SELLER)
         for k, (u, a, amt) in enumerate([(BUYER, "USDT", 10**9), (SELLER, "BTC", 10**9)]):
