@@ -271,14 +271,6 @@ def guarded_forward_script(redis: Redis) -> Any:
     return redis.register_script(_GUARDED_FORWARD)
 
 
-async def settled_seqs(pool: asyncpg.Pool, markets: list[str]) -> dict[str, int]:
-    """The last settled seq of each market (0 when none)."""
-    async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT market, last_seq FROM settlement_offsets WHERE market = ANY($1::text[])",
-                                markets)
-    return {str(r["market"]): int(r["last_seq"] or 0) for r in rows}
-
-
 async def forward_guarded(script: Any, redis: Redis, settled: dict[str, int],
                           payloads: dict[str, list[bytes]]) -> None:
     """XADD each market's payloads to `match:in{M}` unless its engine checkpoint is behind

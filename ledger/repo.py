@@ -1,9 +1,10 @@
 """Bulk repository statements shared by the consumers: balance locks and upserts, markets.
 
-All functions run in the CALLER's transaction. Balance rows are always locked in the fixed
-order (user_id, asset) — `lock_users` with SELECT ... ORDER BY ... FOR UPDATE, `upsert_deltas`
-by feeding its rows sorted, since INSERT ... ON CONFLICT DO UPDATE locks conflicting rows in
-input order — so intake, settlement and deposit credits never deadlock each other.
+The functions run on the CALLER's connection (in its transaction, if any). Balance rows are
+always locked in the fixed order (user_id, asset) — a locked read with SELECT ... ORDER BY ...
+FOR UPDATE (the intake's, ledger/intake.py), `upsert_journal_and` by feeding its rows sorted,
+since INSERT ... ON CONFLICT DO UPDATE locks conflicting rows in input order — so intake,
+settlement and deposit credits never deadlock each other.
 """
 
 from __future__ import annotations
@@ -29,56 +30,25 @@ async def load_markets(conn: asyncpg.Connection) -> dict[str, Market]:
     return {r["symbol"]: Market.from_row(r) for r in rows}
 
 
-async def lock_users(conn: asyncpg.Connection, user_ids: list[int]) -> dict[BalanceKey, list[int]]:
-    """Lock every balance row of `user_ids` in (user_id, asset) order; returns
-    {(user, asset): [available, frozen]}."""
-    rows = await conn.fetch(
-        "SELECT user_id, asset, available, frozen FROM balances WHERE user_id = ANY($1::bigint[]) "
-        "ORDER BY user_id, asset FOR UPDATE",
-        user_ids,
-    )
-    return {(r["user_id"], r["asset"]): [int(r["available"]), int(r["frozen"])] for r in rows}
-
-
-async def upsert_deltas(
-    conn: asyncpg.Connection, net: dict[BalanceKey, list[int]]
-) -> list[tuple[int, str, int, int]]:
-    """Add net deltas to balances with ONE statement (rows sorted = fixed lock order);
-    returns the new (user, asset, available, frozen) of each touched row."""
-    if not net:
-        return []
-    keys = sorted(net)
-    rows = await conn.fetch(
-        """
-        INSERT INTO balances AS b (user_id, asset, available, frozen)
-        SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[])
-        ON CONFLICT (user_id, asset) DO UPDATE
-            SET available = b.available + EXCLUDED.available, frozen = b.frozen + EXCLUDED.frozen
-        RETURNING user_id, asset, available, frozen
-        """,
-        [k[0] for k in keys], [k[1] for k in keys], [net[k][0] for k in keys], [net[k][1] for k in keys],
-    )
-    return [(r["user_id"], r["asset"], int(r["available"]), int(r["frozen"])) for r in rows]
-
-
 async def upsert_journal_and(
     conn: asyncpg.Connection, net: dict[BalanceKey, list[int]], kind: str, ref_id: int,
     also: tuple[str, ...] = (), also_args: tuple[object, ...] = (), *, guard: bool = False,
 ) -> list[tuple[int, str, int, int]]:
-    """`upsert_deltas` + the batch's journal rows (as `journal.net_journal_rows`: one per (user,
-    asset), same sorted order) + the `also` statements (the batch's other data-modifying
-    statements: offset update, order states; their parameters start at $5, `ALSO_FIRST`) in ONE statement,
-    so a consumer batch ends in one round trip. Balance rows are still upserted sorted (fixed
-    lock order); PostgreSQL runs every data-modifying CTE exactly once, to completion. Returns
-    the new (user, asset, available, frozen) of each touched row.
+    """Add a batch's net deltas to balances, with the batch's journal rows (as
+    `journal.net_journal_rows`: one per (user, asset), in sorted order) and the `also`
+    statements (the batch's other data-modifying statements: offset update, order states; their
+    parameters start at `ALSO_FIRST`), in ONE statement, so a consumer batch ends in one round
+    trip. Balance rows are upserted sorted (fixed lock order); PostgreSQL runs every
+    data-modifying CTE exactly once, to completion. Returns the new (user, asset, available,
+    frozen) of each touched row.
 
-    `guard`: the batch was computed on balances read WITHOUT a lock (`lock_known_users(lock=False)`); a row
-    whose available would go below zero while its delta is negative makes the statement raise
-    (`ledger_refuse`, migration 0105: nothing of the statement is written, even outside a
-    transaction block), and BalanceMovedError is raised (the batch is computed again on locked
-    rows). Sound because, besides the consumer itself, only a deposit reversal
-    lowers an available balance; everything else concurrent (settlement, deposit credits,
-    withdrawal releases) only raises it, which cannot invalidate an accepted freeze."""
+    `guard`: the batch was computed on balances read WITHOUT a lock (the intake's read
+    statement); a row whose available would go below zero while its delta is negative makes the
+    statement raise (`ledger_refuse`, migration 0105: nothing of the statement is written, even
+    outside a transaction block), and BalanceMovedError is raised (the batch is computed again
+    on locked rows). Sound because, besides the consumer itself, only a deposit reversal lowers
+    an available balance; everything else concurrent (settlement, deposit credits, withdrawal
+    releases) only raises it, which cannot invalidate an accepted freeze."""
     net = {k: v for k, v in net.items() if v[0] or v[1]}  # a pair whose changes cancel out writes nothing
     ctes = "".join(f", also{i} AS ({sql})" for i, sql in enumerate(also))
     available = ("CASE WHEN EXCLUDED.available >= 0 OR b.available + EXCLUDED.available >= 0 "
@@ -144,33 +114,3 @@ async def insert_rows(
     arrays = ", ".join(f"${first + i}::{t}[]" for i, t in enumerate(types))
     also.append(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})")
     also_args.extend(list(col) for col in zip(*rows, strict=True))
-
-
-_KNOWN_USERS = """
-    WITH b AS (
-        SELECT user_id, asset, available, frozen FROM balances WHERE user_id = ANY($1::bigint[])
-        ORDER BY user_id, asset{lock}
-    )
-    SELECT user_id, asset, available, frozen FROM b
-    UNION ALL
-    SELECT id, NULL, NULL, NULL FROM users WHERE id = ANY($1::bigint[])
-"""
-
-
-async def lock_known_users(
-    conn: asyncpg.Connection, user_ids: list[int], *, lock: bool = True
-) -> tuple[set[int], dict[BalanceKey, list[int]]]:
-    """`lock_users` and which of `user_ids` exist, in one round trip: returns
-    (existing user ids, {(user, asset): [available, frozen]} of the locked rows).
-    `lock=False` reads the rows without locking them (pair it with `upsert_journal_and(guard=True)`):
-    the balance rows are then locked only by the batch's final upsert, so settlement and deposit
-    credits of the same users do not wait for the consumer's whole transaction."""
-    rows = await conn.fetch(_KNOWN_USERS.format(lock=" FOR UPDATE" if lock else ""), user_ids)
-    users: set[int] = set()
-    bal: dict[BalanceKey, list[int]] = {}
-    for user, asset, available, frozen in rows:
-        if asset is None:
-            users.add(user)
-        else:
-            bal[(user, asset)] = [int(available), int(frozen)]
-    return users, bal

@@ -1,4 +1,4 @@
-"""The unlocked-read + guarded-upsert pair (repo.lock_known_users(lock=False),
+"""The unlocked-read + guarded-upsert pair (the intake reads balances without a lock, then
 upsert_journal_and(guard=True)) against a real PostgreSQL: a deposit reversal committed between
 the read and the upsert makes the guarded upsert refuse, and nothing of the statement stays, in a
 transaction block or on its own."""
@@ -11,7 +11,14 @@ import pytest
 from ledger.demo import seed_demo
 from ledger.deposits import credit_deposit, reverse_deposit
 from ledger.errors import BalanceMovedError
-from ledger.repo import lock_known_users, upsert_journal_and
+from ledger.repo import upsert_journal_and
+
+
+async def _balance(conn: asyncpg.Connection, user: int, asset: str, *, lock: bool) -> list[int]:
+    row = await conn.fetchrow("SELECT available, frozen FROM balances WHERE user_id = $1 AND asset = $2"
+                              + (" FOR UPDATE" if lock else ""), user, asset)
+    assert row is not None
+    return [int(row["available"]), int(row["frozen"])]
 
 
 @pytest.mark.asyncio
@@ -30,8 +37,7 @@ async def test_guarded_upsert_refuses_when_a_reversal_lowered_the_balance(db_url
         # a consumer reads without a lock and decides to freeze 1,200 of the 1,500 it saw ...
         tx = a.transaction()
         await tx.start()
-        users, bal = await lock_known_users(a, [61], lock=False)
-        assert users == {61} and bal[(61, "USDT")] == [1_500, 0]
+        assert await _balance(a, 61, "USDT", lock=False) == [1_500, 0]
         # ... meanwhile the 500 deposit is reversed (it does not wait: nothing is locked) ...
         async with b.transaction():
             await reverse_deposit(b, deposit_key="g61b", reason="reorg")
@@ -54,8 +60,7 @@ async def test_guarded_upsert_refuses_when_a_reversal_lowered_the_balance(db_url
         # on locked rows the same batch is decided on what is there; a freeze that fits passes the guard,
         # and a credit (positive delta) always does
         async with a.transaction():
-            _users, bal = await lock_known_users(a, [61], lock=True)
-            assert bal[(61, "USDT")] == [1_000, 0]
+            assert await _balance(a, 61, "USDT", lock=True) == [1_000, 0]
             rows = await upsert_journal_and(a, {(61, "USDT"): [-900, 900], (61, "BTC"): [5, 0]}, "intake", 2,
                                             guard=True)
         assert sorted(rows) == [(61, "BTC", 5, 0), (61, "USDT", 100, 900)]
