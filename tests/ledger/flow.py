@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 from redis.asyncio import Redis
 
+from ledger.deposits import credit_deposit
 from ledger.intake import IntakeConsumer
 from ledger.intake_protocol import BATCH_FIELD, Request, encode_requests, intake_stream
 from ledger.settlement import SettlementConsumer
@@ -25,6 +26,18 @@ async def add_assets(conn: asyncpg.Connection) -> None:
                        "ON CONFLICT DO NOTHING")
     await conn.execute("INSERT INTO assets VALUES ('USDT','eth','regtest',6,6,NULL,3,1,1000000,2000000) "
                        "ON CONFLICT DO NOTHING")
+
+
+async def add_traders(conn: asyncpg.Connection, buyer: int, seller: int) -> str:
+    """The assets, a fresh market, and a buyer funded with USDT and a seller with BTC (10^9 units
+    each, deposits keyed by the market); returns the market."""
+    await add_assets(conn)
+    symbol = await add_market(conn)
+    await conn.execute("INSERT INTO users (id) VALUES ($1), ($2) ON CONFLICT DO NOTHING", buyer, seller)
+    for k, (user, asset) in enumerate([(buyer, "USDT"), (seller, "BTC")]):
+        await credit_deposit(conn, deposit_key=f"{symbol}-{k}", user_id=user, asset=asset, amount=10**9, txid="t",
+                             output_index=k)
+    return symbol
 
 
 async def add_market(conn: asyncpg.Connection, *, maker_bps: int = 10, taker_bps: int = 20,

@@ -12,10 +12,9 @@ import pytest
 from redis.asyncio import Redis
 
 from ledger.audit import run_audit
-from ledger.deposits import credit_deposit
 from ledger.intake_protocol import PlaceOrderRequest, Request
 from ledger.settlement import SettlementConsumer, StaleBatchError
-from tests.ledger.flow import Pipeline, add_assets, add_market
+from tests.ledger.flow import Pipeline, add_traders
 
 BUYER, SELLER = 21, 22
 
@@ -43,12 +42,7 @@ async def test_a_batch_overtaken_by_a_second_consumer_writes_nothing(db_url: str
     redis = Redis.from_url(redis_url)
     try:
         async with pool.acquire() as conn, conn.transaction():
-            await add_assets(conn)
-            m = await add_market(conn)
-            await conn.execute("INSERT INTO users (id) VALUES ($1), ($2) ON CONFLICT DO NOTHING", BUYER, SELLER)
-            for k, (u, a, amt) in enumerate([(BUYER, "USDT", 10**9), (SELLER, "BTC", 10**9)]):
-                await credit_deposit(conn, deposit_key=f"{m}-f{k}", user_id=u, asset=a, amount=amt, txid="t",
-                                     output_index=k)
+            m = await add_traders(conn, BUYER, SELLER)
         flow = Pipeline(pool, redis, [m], shards=1)
         await flow.start()
         reqs: list[Request] = [PlaceOrderRequest("s", "", SELLER, m, "sell", "limit", "100", "0.010", None, 1),

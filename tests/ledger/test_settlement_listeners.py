@@ -13,10 +13,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 import ledger.settlement
-from ledger.deposits import credit_deposit
 from ledger.intake import publish_many
 from ledger.intake_protocol import PlaceOrderRequest, Request, decode_user_events, user_events_channel
-from tests.ledger.flow import Pipeline, add_assets, add_market
+from tests.ledger.flow import Pipeline, add_traders
 
 BUYER, SELLER = 11, 12
 
@@ -24,12 +23,7 @@ BUYER, SELLER = 11, 12
 async def _setup(db_url: str) -> tuple[asyncpg.Pool, str]:
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
     async with pool.acquire() as conn, conn.transaction():
-        await add_assets(conn)
-        symbol = await add_market(conn)
-        await conn.execute("INSERT INTO users (id) VALUES ($1), ($2) ON CONFLICT DO NOTHING", BUYER, SELLER)
-        for k, (u, a, amt) in enumerate([(BUYER, "USDT", 10**9), (SELLER, "BTC", 10**9)]):
-            await credit_deposit(conn, deposit_key=f"{symbol}-{k}", user_id=u, asset=a, amount=amt, txid="t",
-                                 output_index=k)
+        symbol = await add_traders(conn, BUYER, SELLER)
     return pool, symbol
 
 
