@@ -9,8 +9,10 @@ synchronous_commit on) and a private Redis (AOF everysec), seeds one BTC/USDT ma
    the accepted orders to match:in;
 2. settlements: runs those orders through the real pure engine in-process, pre-fills
    `match:out` with the events (1000 a stream entry, as the engine runner batches them) and
-   times one settlement consumer draining them: trades COPY, order states, journal, balance
-   upsert, offset, commit, and user events for the users who listen: `--online-users` users
+   times one settlement consumer draining them (started before phase 1, so it has the orders
+   from the intake's new-order feed; `settlement_orders_read` counts those it read from
+   PostgreSQL): trades, order states, journal, balance upsert, offset, commit, and user events
+   for the users who listen: `--online-users` users
    (default 200, a tenth) are subscribed to their event channels by a `redis-cli` process, as
    WebSocket users would be (`--online-users -1`: a pattern subscriber, events for everyone).
 Prints one JSON object on the last line. Run: python -m bench.ledger [--orders N]
@@ -80,6 +82,10 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
 
         intake = IntakeConsumer(pool, redis, shard=0, batch_size=batch)
         await intake.start()
+        # started before the orders come, as `coffer ledger run` runs it: it takes them from the
+        # new-order feed (ledger/order_feed.py) instead of reading them back
+        settle = SettlementConsumer(pool, redis, market="BTC-USDT", batch_size=max(1, batch // 1000))
+        await settle.start()
         prof = cProfile.Profile() if profile else None
         t0, c0 = time.perf_counter(), time.process_time()
         if prof:
@@ -105,8 +111,6 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
         await pipe.execute()
         n_trades = sum(1 for e in events if e.e == "trade")
 
-        settle = SettlementConsumer(pool, redis, market="BTC-USDT", batch_size=max(1, batch // 1000))
-        await settle.start()
         prof = cProfile.Profile() if profile else None
         t0, c0 = time.perf_counter(), time.process_time()
         if prof:
@@ -126,7 +130,8 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
             "freeze_seconds": round(freeze_s, 3), "freeze_consumer_cpu_seconds": round(freeze_cpu, 3),
             "freezes_per_s": round(accepted / freeze_s),
             "events": len(events), "trades": n_trades, "trades_settled": settled,
-            "settle_seconds": round(settle_s, 3), "settle_consumer_cpu_seconds": round(settle_cpu, 3),
+            "settle_seconds": round(settle_s, 3), "settlement_orders_read": settle.orders_read,
+            "settle_consumer_cpu_seconds": round(settle_cpu, 3),
             "settlements_per_s": round(settled / settle_s),
             "settlement_events_per_s": round(len(events) / settle_s),
             "audit_differences": len(diffs),

@@ -56,6 +56,7 @@ from ledger.intake_protocol import (
 )
 from ledger.markets import Market, decimal_to_units, price_to_ticks, qty_to_lots, quote_to_funds
 from ledger.online import OnlineUsers
+from ledger.order_feed import NewOrder, encode_entry
 from ledger.recovery import forward_guarded, guarded_forward_script, refeed_lost_prefixes
 from ledger.repo import INLINE_ROWS, insert_rows, load_markets, upsert_journal_and
 from matcher import keys
@@ -181,6 +182,8 @@ class BatchResult:
     skipped: bool = False
     first_iid: int | None = None  # the batch's first intake id (None: it used none)
     settled: dict[str, int] = field(default_factory=dict)  # market -> last settled seq, read with the batch
+    # market -> the accepted orders' settlement fields, for the new-order feed (ledger/order_feed.py)
+    new_orders: dict[str, list[NewOrder]] = field(default_factory=lambda: defaultdict(list))
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -444,7 +447,8 @@ class IntakeConsumer(RecoveringLoop):
     def label(self) -> str:
         return f"intake {self.shard}"
 
-    async def _forward_new(self, forwards: Mapping[str, Sequence[Forward]], settled: dict[str, int]) -> None:
+    async def _forward_new(self, forwards: Mapping[str, Sequence[Forward]], settled: dict[str, int],
+                           new_orders: Mapping[str, Sequence[NewOrder]]) -> None:
         """Forward a new batch, refused (RedisLossError -> recovery) while Redis has lost engine
         output that settlement applied (`settled`: the markets' last settled seqs): a running
         consumer never puts new commands in front of the re-feed, even when redis-py reconnected
@@ -452,12 +456,14 @@ class IntakeConsumer(RecoveringLoop):
         (no round trip of its own), so it is older than this check by the batch's own time, some
         milliseconds: output settled in that window and then lost would need Redis to crash and
         come back from its AOF within it, which takes far longer (the same holds, with a shorter
-        window, for any read made before the XADD)."""
+        window, for any read made before the XADD). The batch's new orders go to the new-order
+        feed just before their commands (ledger/order_feed.py); a re-send writes no entries."""
         payloads = {symbol: [encode_commands(cmds[i:i + 5000]) for i in range(0, len(cmds), 5000)]
                     for symbol, cmds in forwards.items() if cmds}
         if not payloads:
             return
-        await forward_guarded(self._guard_script, self.redis, settled, payloads)
+        feed = {symbol: encode_entry(self.shard, rows) for symbol, rows in new_orders.items() if rows}
+        await forward_guarded(self._guard_script, self.redis, settled, payloads, feed)
 
     async def _forward(self, forwards: Mapping[str, Sequence[Forward]]) -> None:
         if not any(forwards.values()):
@@ -488,7 +494,8 @@ class IntakeConsumer(RecoveringLoop):
 
     async def _send(self, result: BatchResult) -> None:
         """Forward a committed batch to the engine and publish its replies, side by side."""
-        await asyncio.gather(self._forward_new(result.forwards, result.settled), self._publish(result))
+        await asyncio.gather(self._forward_new(result.forwards, result.settled, result.new_orders),
+                             self._publish(result))
 
     async def _finish_forward(self) -> None:
         """Wait for the forward (and replies) of the batch before; raise its failure (recovery
@@ -557,7 +564,7 @@ class IntakeConsumer(RecoveringLoop):
         orders: list[tuple[Any, ...]] = []
         cancels: list[tuple[int, int, str, int, int, int]] = []
         net: dict[tuple[int, str], list[int]] = {}  # the batch's net change per (user, asset)
-        forwards, replies = res.forwards, res.replies
+        forwards, replies, new_orders = res.forwards, res.replies, res.new_orders
 
         # users with a negative balance (left by a reversal); nothing done here makes one
         negative_users = {u for (u, _a), v in bal.items() if v[0] < 0}
@@ -638,6 +645,7 @@ class IntakeConsumer(RecoveringLoop):
                                frozen_asset, amount, amount, "pending", shard, iid, r.ts_ms))
                 forwards[symbol].append(PlaceCommand(oid, user, r.side, typ, price, qty, funds, r.tif, r.post_only,
                                                      r.stp, shard, iid, r.ts_ms))
+                new_orders[symbol].append((oid, user, r.side, typ, price, frozen_asset, amount))
                 k = _Known(oid, user, symbol, coid, "pending")
                 by_id[oid] = k
                 if coid is not None:

@@ -41,6 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.errors import LedgerError
 from ledger.events import EvCancelReject, EvDone, EvOpen, EvTrade, SettleEvent
+from ledger.order_feed import FIELD as FEED_FIELD
+from ledger.order_feed import MAXLEN as FEED_MAXLEN
+from ledger.order_feed import feed_key
 from matcher import keys
 from matcher.protocol import BATCH_FIELD, CancelOrder, Command, PlaceOrder, encode_batch
 
@@ -272,14 +275,20 @@ def guarded_forward_script(redis: Redis) -> Any:
 
 
 async def forward_guarded(script: Any, redis: Redis, settled: dict[str, int],
-                          payloads: dict[str, list[bytes]]) -> None:
+                          payloads: dict[str, list[bytes]], feed: dict[str, bytes] | None = None) -> None:
     """XADD each market's payloads to `match:in{M}` unless its engine checkpoint is behind
     `settled[M]`; raises RedisLossError when any market refused (what was accepted stays:
-    the re-send after recovery is dropped by the engine's watermark)."""
+    the re-send after recovery is dropped by the engine's watermark). `feed[M]`, the new-order
+    feed's entry (ledger/order_feed.py), is XADDed to `settle:orders{M}` just before (the same
+    pipeline): it exists before the engine can see its orders; an entry whose forward is
+    refused is harmless (its orders are as the intake committed them)."""
     from redis.exceptions import ResponseError
 
     async with redis.pipeline(transaction=False) as pipe:  # reset even when Redis went away
         for symbol, chunks in payloads.items():
+            entry = (feed or {}).get(symbol)
+            if entry is not None:
+                pipe.xadd(feed_key(symbol), {FEED_FIELD: entry}, maxlen=FEED_MAXLEN, approximate=True)
             await script(keys=[keys.checkpoint(symbol), keys.match_in(symbol)],
                          args=[settled.get(symbol, 0), BATCH_FIELD, *chunks], client=pipe)
         results = await pipe.execute(raise_on_error=False)

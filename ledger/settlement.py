@@ -33,6 +33,8 @@ from ledger.intake import ReadAhead, _retrieve, publish_many, publish_script, st
 from ledger.intake_protocol import encode_user_events, user_events_channel
 from ledger.markets import Market
 from ledger.online import OnlineUsers
+from ledger.order_feed import FIELD as FEED_FIELD
+from ledger.order_feed import OrderFeed, last_entry_id
 from ledger.recovery import CommandLog
 from ledger.repo import ALSO_FIRST, load_markets, upsert_journal_and
 from matcher import keys
@@ -169,6 +171,7 @@ class SettlementConsumer(RecoveringLoop):
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.errors = 0  # recovered failures since start (tests assert on it)
+        self.orders_read = 0  # orders read from PostgreSQL (not from memory or the new-order feed)
         self.publish_events = publish
         self.stream = keys.match_out(market)
         self.last_id = "0-0"  # the stream position of the last batch committed or being written
@@ -182,6 +185,8 @@ class SettlementConsumer(RecoveringLoop):
         self._online = OnlineUsers(redis)
         self._ahead = ReadAhead()
         self._commands = CommandLog(market)  # recovery record (ledger/recovery.py)
+        self._feed = OrderFeed(market)  # new orders from the intake (ledger/order_feed.py)
+        self._feed_key = self._feed.key.encode()
         self._writing_id = self._committed_id = "0-0"
         self._trimmer = StreamTrimmer(redis, self.stream)
 
@@ -203,6 +208,8 @@ class SettlementConsumer(RecoveringLoop):
             self._committed_id = self.last_id
             self.market = (await load_markets(conn))[self.symbol]
             await self._commands.load(conn)
+        # only entries written from now on: an earlier instance may have changed older ones' orders
+        self._feed.start_at(await last_entry_id(self.redis, self.symbol))
 
     async def _trim(self) -> None:
         """Trim match:out behind both of its consumers: this one's committed offset and the
@@ -275,16 +282,37 @@ class SettlementConsumer(RecoveringLoop):
             await self._trim()
 
     async def _fetch(self, from_id: str, block: int | None) -> tuple[int, str, list[SettleEvent]] | None:
-        """XREAD the entries after `from_id` and decode them: (entries, last entry id, events)."""
-        resp: Any = await self.redis.xread({self.stream: from_id}, count=self.batch_size, block=block)
-        if not resp:
-            return None
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = resp[0][1]
+        """XREAD the entries after `from_id` and decode them: (entries, last entry id, events).
+        The same XREAD takes the new-order feed's entries into memory (`_take_feed`); a read that
+        brought only those is repeated (when blocking) or answered with None."""
+        feed = self._feed
+        while True:
+            resp: Any = await self.redis.xread({self.stream: from_id, feed.key: feed.position},
+                                               count=self.batch_size, block=block)
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+            for name, got in resp or ():
+                if name == self._feed_key:
+                    self._take_feed(got)
+                else:
+                    entries = got
+            if entries:
+                break
+            if not resp or block is None:
+                return None
         events: list[SettleEvent] = []
         for _eid, fields in entries:
             events.extend(decode_event_rows(fields[BATCH_FIELD]))
         last = entries[-1][0]
         return len(entries), last.decode() if isinstance(last, bytes) else str(last), events
+
+    def _take_feed(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Bring the orders of new-order feed entries into memory, as `OrderFeed.accept` allows."""
+        orders, feed = self._orders, self._feed
+        for _eid, fields in entries:
+            for oid, user, side, typ, price, asset, frozen in feed.accept(fields[FEED_FIELD], orders):
+                orders[oid] = _Order(oid, user, side, typ, price, asset, frozen, 0, 0, 0, "pending", None)
+        last = entries[-1][0]
+        feed.position = last.decode() if isinstance(last, bytes) else str(last)
 
     async def flush_events(self) -> None:
         """Finish the batch being written (a failure is logged: it rolled back and is settled
@@ -316,6 +344,8 @@ class SettlementConsumer(RecoveringLoop):
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(_ORDER_SELECT, missing, self.symbol)
         orders.update({r[0]: _Order(*r) for r in rows})
+        self._feed.loaded(missing)
+        self.orders_read += len(rows)
         if len(rows) < len(missing):
             unknown = oids - orders.keys()
             raise ArithmeticInvariantError(f"engine events for orders the ledger does not know: {sorted(unknown)[:5]}")

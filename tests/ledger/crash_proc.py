@@ -26,7 +26,7 @@ async def main(db_url: str, redis_url: str, shard: int) -> None:
     await consumer.start()
     print("crash_proc: ready", flush=True)
 
-    async def die(forwards: Mapping[str, Sequence[Any]], settled: Any) -> None:
+    async def die(forwards: Mapping[str, Sequence[Any]], settled: Any, new_orders: Any) -> None:
         if any(forwards.values()):
             os.kill(os.getpid(), signal.SIGKILL)
 

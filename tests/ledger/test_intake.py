@@ -346,11 +346,11 @@ async def test_a_forward_still_in_flight_is_resent_with_the_next_batch_after_a_c
 
         calls: list[Any] = []
 
-        async def stuck_forward(forwards: Any, settled: Any) -> None:  # the first batch's forward does not land
+        async def stuck_forward(forwards: Any, settled: Any, new_orders: Any) -> None:  # the first one does not land
             calls.append(forwards)
             if len(calls) == 1:
                 await hold.wait()
-            await real_forward(forwards, settled)
+            await real_forward(forwards, settled, new_orders)
 
         consumer._forward_new = stuck_forward  # type: ignore[method-assign]
         for i in range(2):
