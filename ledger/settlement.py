@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -78,6 +78,16 @@ class _Order:
 
 
 @dataclass
+class _Write:
+    """A batch's write sent to PostgreSQL: its task, the orders it changed, its last stream id."""
+
+    task: asyncio.Task[SettleResult]
+    dirty: frozenset[int]
+    last_id: str
+    applied: bool  # it applies events (else it moves only the stream position)
+
+
+@dataclass
 class SettleResult:
     applied: int = 0
     skipped: int = 0
@@ -122,6 +132,13 @@ _SETTLED_KEYS = ("trades_pkey", "settled_commands_pkey")
 # (ledger_refuse, migration 0105; CASE fixes the order of evaluation).
 _SEQ_GUARD = ("CASE WHEN last_seq = {seq} THEN true "
               "ELSE ledger_refuse('CF003', 'the settlement offset moved') = 0 END")
+# The same guard for a batch whose statement locked the offset row first (`lk`, see
+# repo.upsert_journal_and's `first`); no row (never: `start` inserts it) refuses too.
+_LOCKED_SEQ_GUARD = ("coalesce((SELECT CASE WHEN last_seq = $8 THEN true ELSE ledger_refuse('CF003', "
+                     "'the settlement offset moved') = 0 END FROM lk), "
+                     "ledger_refuse('CF003', 'no settlement offset') = 0)")
+WRITES_IN_FLIGHT = 2  # a batch's write is sent while the one before it still runs (it waits on the offset lock)
+
 # The batch's order states, one statement: `$n` is a bigint[5][k] (rows id, frozen_remaining,
 # filled_lots, filled_quote, fee_paid), `$t` a text[2][k] (state, done_reason); `a[i:i]` is
 # row i, which unnest reads in order.
@@ -172,14 +189,14 @@ class SettlementConsumer(RecoveringLoop):
         self.block_ms = block_ms
         self.errors = 0  # recovered failures since start (tests assert on it)
         self.orders_read = 0  # orders read from PostgreSQL (not from memory or the new-order feed)
+        self.rewrites = 0  # batch statements sent again: they had overtaken the batch before them (`_write`)
         self.publish_events = publish
         self.stream = keys.match_out(market)
         self.last_id = "0-0"  # the stream position of the last batch committed or being written
         self.market: Market | None = None
         self._seq = 0  # the engine seq of the last event committed or being written
         self._orders: dict[int, _Order] = {}
-        self._writing: asyncio.Task[SettleResult] | None = None
-        self._in_flight: frozenset[int] = frozenset()  # orders the batch being written changed
+        self._writes: deque[_Write] = deque()  # batches sent to PostgreSQL, oldest first
         self._publishing: asyncio.Task[None] | None = None
         self._publish_script = publish_script(redis)
         self._online = OnlineUsers(redis)
@@ -187,17 +204,16 @@ class SettlementConsumer(RecoveringLoop):
         self._commands = CommandLog(market)  # recovery record (ledger/recovery.py)
         self._feed = OrderFeed(market)  # new orders from the intake (ledger/order_feed.py)
         self._feed_key = self._feed.key.encode()
-        self._writing_id = self._committed_id = "0-0"
+        self._committed_id = "0-0"
         self._trimmer = StreamTrimmer(redis, self.stream)
 
     async def start(self) -> None:
         self._ahead.drop()
-        task, self._writing = self._writing, None
-        if task is not None:  # its outcome, commit or rollback, is what is read back below
+        writes, self._writes = self._writes, deque()
+        for w in writes:  # their outcome, commit or rollback, is what is read back below
             with contextlib.suppress(Exception):
-                await task
+                await w.task
         self._orders.clear()
-        self._in_flight = frozenset()
         async with self.pool.acquire() as conn:
             await conn.execute("INSERT INTO settlement_offsets (market) VALUES ($1) ON CONFLICT DO NOTHING",
                                self.symbol)
@@ -228,56 +244,71 @@ class SettlementConsumer(RecoveringLoop):
         await self._trimmer.trim(mine if stream_id_key(mine) <= stream_id_key(md_id) else md_id)
 
     async def step(self, block_ms: int | None = None) -> int:
-        """Read and compute one batch, then start writing it once the previous batch committed.
-        Returns entries read; 0 (nothing new) only after every batch read so far committed."""
+        """Read and compute one batch, then send its write, with at most one earlier batch's write
+        still running (`WRITES_IN_FLIGHT`). Returns entries read; 0 (nothing new) only after every
+        batch read so far committed."""
         block = self.block_ms if block_ms is None else block_ms  # <= 0: do not wait (never BLOCK 0)
         batch = await self._ahead.take(self.last_id) or await self._fetch(self.last_id, block if block > 0 else None)
         if not batch:
-            await self._finish_write()
+            await self._finish_writes()
             return 0
         n_entries, last_id, events = batch
         if n_entries >= self.batch_size:  # behind: read the next batch while this one is computed
             self._ahead.start(last_id, self._fetch(last_id, None))
         try:
             prepared = await self._prepare(events, last_id)
-            await self._finish_write(keep=prepared.dirty_ids)
+            # A batch that moves only the stream position, or that names the taker of a command
+            # an earlier batch recorded (an UPDATE, which sees only rows committed before it
+            # starts), is sent once every earlier batch committed.
+            alone = not prepared.result.applied or bool(prepared.command_completed)
+            # and a batch after one that moved only the stream position (both would hold the same
+            # seq: the later one could commit first)
+            alone = alone or bool(self._writes and not self._writes[-1].applied)
+            await self._finish_writes(keep=prepared.dirty_ids, leave=0 if alone else WRITES_IN_FLIGHT - 1)
         except BaseException:
             self._ahead.drop()
             raise
         self.last_id = last_id
-        self._in_flight = prepared.dirty_ids
-        self._writing_id = last_id
-        self._writing = asyncio.ensure_future(self._write_and_publish(prepared))
-        self._writing.add_done_callback(_retrieve)  # a failure is raised by _finish_write or start
+        before = self._writes[-1].task if self._writes else None
+        task = asyncio.ensure_future(self._write_and_publish(prepared, before))
+        task.add_done_callback(_retrieve)  # a failure is raised by _finish_writes or start
+        self._writes.append(_Write(task, prepared.dirty_ids, last_id, bool(prepared.result.applied)))
         return n_entries
 
-    async def _write_and_publish(self, prepared: _Prepared) -> SettleResult:
+    async def _write_and_publish(self, prepared: _Prepared, before: asyncio.Task[SettleResult] | None) -> SettleResult:
         """Write the batch; once committed, start publishing its user events at once (not when the
-        next batch comes: at low load that could be a whole XREAD block later). Batches are
-        written one after another and each waits for the previous batch's publishing, so each
+        next batch comes: at low load that could be a whole XREAD block later). Each batch's
+        publishing starts after the batch before it started its own and waits for it, so each
         user's events stay in order."""
-        result = await self._write(prepared)
+        result = await self._write(prepared, before)
+        if before is not None:  # committed before this one (this statement waited for it)
+            await asyncio.wait([before])
         if self.publish_events and result.applied and result.listeners:
             # best effort (pub/sub is at-most-once): in the background, overlapping the next batch
             await self._flush_publishing()
             self._publishing = asyncio.create_task(self._publish(result))
         return result
 
-    async def _finish_write(self, keep: frozenset[int] = frozenset()) -> None:
-        """Wait for the batch being written; raise its failure. Then drop from memory the orders
-        it finished (the engine names them no more) unless `keep` (the batch prepared next)
-        changed them, and trim match:out when due."""
-        task, self._writing = self._writing, None
-        if task is None:
-            return
-        await task
-        self._committed_id = self._writing_id
+    def _in_flight(self) -> set[int]:
+        """The orders changed by batches sent but not yet committed."""
+        return set().union(*(w.dirty for w in self._writes))
+
+    async def _finish_writes(self, keep: frozenset[int] = frozenset(), leave: int = 0) -> None:
+        """Wait for the oldest batches sent until at most `leave` are still running; raise a
+        failure. Drop from memory the orders each committed batch finished (the engine names them
+        no more) unless a batch still running or `keep` (the batch prepared next) changed them,
+        and trim match:out when due."""
         orders = self._orders
-        for oid in self._in_flight:
-            o = orders.get(oid)
-            if o is not None and o.state not in LIVE and oid not in keep:
-                del orders[oid]
-        self._in_flight = frozenset()
+        while len(self._writes) > leave:
+            w = self._writes[0]
+            await w.task
+            self._writes.popleft()
+            self._committed_id = w.last_id
+            busy = self._in_flight()
+            for oid in w.dirty:
+                o = orders.get(oid)
+                if o is not None and o.state not in LIVE and oid not in keep and oid not in busy:
+                    del orders[oid]
         if self._trimmer.due():
             await self._trim()
 
@@ -318,7 +349,7 @@ class SettlementConsumer(RecoveringLoop):
         """Finish the batch being written (a failure is logged: it rolled back and is settled
         again after a restart) and wait for the user events published so far."""
         try:
-            await self._finish_write()
+            await self._finish_writes()
         except Exception as exc:
             log.warning("settlement %s: the last batch did not commit: %s", self.symbol, exc)
         await self._flush_publishing()
@@ -355,7 +386,8 @@ class SettlementConsumer(RecoveringLoop):
         batch being written (changed by batches not yet committed); they are re-read when named."""
         orders = self._orders
         if len(orders) > CACHE_LIMIT:
-            for oid in [oid for oid in orders if oid not in keep and oid not in self._in_flight]:
+            busy = self._in_flight()
+            for oid in [oid for oid in orders if oid not in keep and oid not in busy]:
                 del orders[oid]
 
     async def _prepare(self, events: list[SettleEvent], last_id: str) -> _Prepared:
@@ -471,7 +503,22 @@ class SettlementConsumer(RecoveringLoop):
         self._forget(prepared.dirty_ids)
         return prepared
 
-    async def _write(self, p: _Prepared) -> SettleResult:
+    async def _write(self, p: _Prepared, before: asyncio.Task[SettleResult] | None) -> SettleResult:
+        """Write one prepared batch (`_write_once`). Its statement may reach PostgreSQL before the
+        statement of the batch `before` it (two connections) and then finds the offset row not yet
+        moved: once that batch committed, it is sent again (a rival's move fails it again)."""
+        try:
+            return await self._write_once(p)
+        except StaleBatchError:
+            if before is None:
+                raise
+            await asyncio.wait([before])
+            if before.cancelled() or before.exception() is not None:
+                raise
+            self.rewrites += 1
+            return await self._write_once(p)
+
+    async def _write_once(self, p: _Prepared) -> SettleResult:
         """Write one prepared batch: trades, order states, settled commands, journal, balances
         (one upsert in sorted lock order) and the offset, in ONE statement that commits on its
         own. The offset moves only from the seq the batch was computed on: else the statement
@@ -486,8 +533,9 @@ class SettlementConsumer(RecoveringLoop):
                         "THEN $2 ELSE stream_id END WHERE market = $1 AND " + _SEQ_GUARD.format(seq="$3"),
                         self.symbol, p.last_id, p.base_seq)
                     return p.result
-                also = ["UPDATE settlement_offsets SET stream_id = $6, last_seq = $7 WHERE market = $5 AND "
-                        + _SEQ_GUARD.format(seq="$8")]
+                # the offset row is locked first and must hold the seq the batch was computed on
+                # (`first`: checked before any other row changes, after the batch before it committed)
+                also = ["UPDATE settlement_offsets SET stream_id = $6, last_seq = $7 WHERE market = $5"]
                 also_args: list[Any] = [self.symbol, p.last_id, p.last_seq, p.base_seq]
                 if p.trade_ints:
                     n, t = ALSO_FIRST + len(also_args), ALSO_FIRST + 1 + len(also_args)
@@ -501,8 +549,9 @@ class SettlementConsumer(RecoveringLoop):
                                                                        ALSO_FIRST + len(also_args))
                 also += command_sqls
                 also_args += command_args
-                p.result.balances = await upsert_journal_and(conn, p.net, "settle", p.last_seq, tuple(also),
-                                                             tuple(also_args))
+                p.result.balances = await upsert_journal_and(
+                    conn, p.net, "settle", p.last_seq, tuple(also), tuple(also_args),
+                    first=("SELECT last_seq FROM settlement_offsets WHERE market = $5 FOR UPDATE", _LOCKED_SEQ_GUARD))
             except asyncpg_errors.PostgresError as exc:
                 # the offset's guard, or this batch's trades already there: another instance
                 # settled this market meanwhile (nothing of this batch was written)

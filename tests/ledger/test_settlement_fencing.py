@@ -1,10 +1,12 @@
 """Settlement writes a batch in one statement with no lock held since it read the offset: the
 statement moves the offset only from the seq the batch was computed on, so a second consumer of
 the same market that settled meanwhile makes the first one's batch refuse as a whole
-(StaleBatchError), and every trade is settled once."""
+(StaleBatchError), and every trade is settled once. A batch's statement is sent while the one
+before it still runs; one that reaches PostgreSQL first is refused and sent again after it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -24,12 +26,12 @@ class _Overtaken(SettlementConsumer):
 
     rival: SettlementConsumer | None = None
 
-    async def _write(self, p: Any) -> Any:
+    async def _write_once(self, p: Any) -> Any:
         if self.rival is not None:
             rival, self.rival = self.rival, None
             assert await rival.step(block_ms=0) > 0
             await rival.flush_events()
-        return await super()._write(p)
+        return await super()._write_once(p)
 
 
 @pytest.mark.asyncio
@@ -73,6 +75,66 @@ async def test_a_batch_overtaken_by_a_second_consumer_writes_nothing(db_url: str
         await slow.start()  # recovery from the database: nothing left to settle
         assert await slow.step(block_ms=0) == 0
         assert await pool.fetchval("SELECT count(*) FROM trades WHERE market = $1", m) == int(with_trade)
+        async with pool.acquire() as conn:
+            assert await run_audit(conn) == []
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+class _FirstHeldBack(SettlementConsumer):
+    """Holds its first batch's statement back until the second batch's statement was refused."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+        self.release = asyncio.Event()
+        self.second_refused = asyncio.Event()
+
+    async def _write_once(self, p: Any) -> Any:
+        self.calls += 1
+        call = self.calls
+        if call == 1:
+            await self.release.wait()
+        try:
+            return await super()._write_once(p)
+        except StaleBatchError:
+            if call == 2:
+                self.second_refused.set()
+            raise
+
+
+@pytest.mark.asyncio
+async def test_a_batch_statement_that_overtakes_the_one_before_is_sent_again_after_it(db_url: str,
+                                                                                      redis_url: str) -> None:
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=6)
+    redis = Redis.from_url(redis_url)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            m = await add_traders(conn, BUYER, SELLER)
+        flow = Pipeline(pool, redis, [m], shards=1)
+        await flow.start()
+        consumer = _FirstHeldBack(pool, redis, market=m, batch_size=1)  # one match:out entry a batch
+        await consumer.start()
+        for req in (PlaceOrderRequest("s", "", SELLER, m, "sell", "limit", "100", "0.010", None, 1),
+                    PlaceOrderRequest("b", "", BUYER, m, "buy", "limit", "101", "0.004", None, 2)):
+            await flow.send(0, [req])
+            for c in flow.intakes:
+                while await c.step(block_ms=0):
+                    pass
+                await c.flush_events()
+            await flow.pumps[m].drain()  # one match:out entry per request
+        assert await consumer.step(block_ms=0) == 1  # the resting sell: its statement held back
+        assert await consumer.step(block_ms=0) == 1  # the trade: sent at once, reaches PostgreSQL first
+        async with asyncio.timeout(10):
+            await consumer.second_refused.wait()  # the offset row did not hold its seq yet
+        consumer.release.set()
+        await consumer.flush_events()
+        assert consumer.rewrites == 1
+        assert consumer.calls == 3
+        assert await pool.fetchval("SELECT count(*) FROM trades WHERE market = $1", m) == 1
+        sell = await pool.fetchrow("SELECT state, filled_lots FROM orders WHERE market = $1 AND side = 'sell'", m)
+        assert (sell["state"], sell["filled_lots"]) == ("open", 4)
         async with pool.acquire() as conn:
             assert await run_audit(conn) == []
     finally:
