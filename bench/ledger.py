@@ -11,9 +11,9 @@ synchronous_commit on) and a private Redis (AOF everysec), seeds one BTC/USDT ma
    `match:out` with the events (1000 a stream entry, as the engine runner batches them) and
    times one settlement consumer draining them (started before phase 1 and stepped once after
    it, untimed, so it has the orders from the intake's new-order feed as it would running beside
-   the intake; `settlement_orders_read` counts those it read from PostgreSQL): trades, order states, journal, balance upsert, offset, commit, and user events
-   for the users who listen: `--online-users` users
-   (default 200, a tenth) are subscribed to their event channels by a `redis-cli` process, as
+   the intake; `settlement_orders_read` counts those it read from PostgreSQL): trades, order
+   states, journal, balance upsert, offset, commit, and user events for the users who listen:
+   `--online-users` users (default 200, a tenth) are subscribed to their event channels by a `redis-cli` process, as
    WebSocket users would be (`--online-users -1`: a pattern subscriber, events for everyone).
 Prints one JSON object on the last line. Run: python -m bench.ledger [--orders N]
 """

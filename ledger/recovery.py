@@ -149,34 +149,17 @@ class CommandLog:
         self.completed = frozenset(completed)
         return rows
 
-    def statements(self, rows: list[CommandRow], completed: frozenset[int],
-                   first_param: int) -> tuple[list[str], list[Any]]:
-        """Data-modifying statements (for `repo.upsert_journal_and`'s `also`) recording `rows` (from
-        `segment`, with its `completed`): a plain INSERT of the new rows (no ON CONFLICT: a batch
-        is written once, fenced by its offset; measured 14% of a settlement batch's write time),
-        and an UPDATE naming the taker of a placeholder written by an earlier batch. Parameters
-        are numbered from `first_param`."""
-        p = first_param
-        sqls: list[str] = []
-        args: list[Any] = [self.market]
+    @staticmethod
+    def arrays(rows: list[CommandRow], completed: frozenset[int]) -> tuple[list[list[Any]], list[list[Any]]]:
+        """`rows` (from `segment`, with its `completed`) as the two arrays `ledger_settle_batch`
+        (migration 0107) records: the new rows as a bigint[3][k] (first_seq, is_cancel 0/1, oid;
+        NULL: taker not yet known), inserted plainly (a batch is written once, fenced by its
+        offset), and the placeholders an earlier batch wrote, now naming their taker, as a
+        bigint[2][k] (first_seq, oid). Empty lists when there are none."""
         new = [r for r in rows if r[0] not in completed]
-        if new:
-            # first_seq, is_cancel (0/1) and oid (NULL: taker not yet known) as one bigint[3][k]
-            # (see repo.upsert_journal_and on 2-D array parameters)
-            q = p + len(args)
-            sqls.append(f"INSERT INTO settled_commands (market, first_seq, is_cancel, oid) "
-                        f"SELECT ${p}::text, s, c <> 0, o FROM unnest((${q}::bigint[])[1:1], (${q}::bigint[])[2:2], "
-                        f"(${q}::bigint[])[3:3]) AS t(s, c, o)")
-            args.append([[r[0] for r in new], [int(r[1]) for r in new], [r[2] for r in new]])
         done = [r for r in rows if r[0] in completed]
-        if done:
-            q = p + len(args)
-            sqls.append(f"UPDATE settled_commands c SET oid = t.o FROM unnest(${q}::bigint[], ${q + 1}::bigint[]) "
-                        f"AS t(s, o) WHERE c.market = ${p}::text AND c.first_seq = t.s")
-            args += [[r[0] for r in done], [r[2] for r in done]]
-        if not sqls:
-            sqls.append(f"SELECT ${p}::text WHERE false")
-        return sqls, args
+        return ([[r[0] for r in new], [int(r[1]) for r in new], [r[2] for r in new]] if new else [],
+                [[r[0] for r in done], [r[2] for r in done]] if done else [])
 
 
 async def lost_commands(conn: asyncpg.Connection, market: str, ck_seq: int, settled: int,

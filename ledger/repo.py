@@ -30,10 +30,18 @@ async def load_markets(conn: asyncpg.Connection) -> dict[str, Market]:
     return {r["symbol"]: Market.from_row(r) for r in rows}
 
 
+def balance_arrays(net: dict[BalanceKey, list[int]]) -> tuple[list[list[int]], list[str]]:
+    """A batch's net change per (user, asset), without the pairs whose changes cancel out, sorted
+    (the lock order): users, available and frozen deltas as one bigint[3][k], and the assets.
+    asyncpg checks each element of a 1-D array parameter for being a sub-array (a Python-level
+    isinstance call), of a 2-D one only the first row's."""
+    keys = sorted(k for k, v in net.items() if v[0] or v[1])
+    return [[k[0] for k in keys], [net[k][0] for k in keys], [net[k][1] for k in keys]], [k[1] for k in keys]
+
+
 async def upsert_journal_and(
     conn: asyncpg.Connection, net: dict[BalanceKey, list[int]], kind: str, ref_id: int,
     also: tuple[str, ...] = (), also_args: tuple[object, ...] = (), *, guard: bool = False,
-    first: tuple[str, str] | None = None,
 ) -> list[tuple[int, str, int, int]]:
     """Add a batch's net deltas to balances, with the batch's journal rows (as
     `journal.net_journal_rows`: one per (user, asset), in sorted order) and the `also`
@@ -49,18 +57,9 @@ async def upsert_journal_and(
     outside a transaction block), and BalanceMovedError is raised (the batch is computed again
     on locked rows). Sound because, besides the consumer itself, only a deposit reversal lowers
     an available balance; everything else concurrent (settlement, deposit credits, withdrawal
-    releases) only raises it, which cannot invalidate an accepted freeze.
-
-    `first`: (a locking SELECT, named `lk`, and a boolean expression that reads `lk`): the
-    statement takes that lock and checks the expression before it changes any row (the main
-    query, gated on the expression, runs before the `also` statements, which PostgreSQL runs to
-    completion after it; the lock's SELECT returns the row as the transaction it waited for
-    left it). So a batch's statement may be sent while the batch before it still runs: it waits
-    on the lock, then sees that batch's offset. The expression should refuse (`ledger_refuse`)
-    rather than be false."""
+    releases) only raises it, which cannot invalidate an accepted freeze."""
     net = {k: v for k, v in net.items() if v[0] or v[1]}  # a pair whose changes cancel out writes nothing
     ctes = "".join(f", also{i} AS ({sql})" for i, sql in enumerate(also))
-    lock, gate = (f"lk AS MATERIALIZED ({first[0]}), ", f" WHERE {first[1]}") if first else ("", "")
     available = ("CASE WHEN EXCLUDED.available >= 0 OR b.available + EXCLUDED.available >= 0 "
                  "THEN b.available + EXCLUDED.available ELSE ledger_refuse('CF001', format('available balance "
                  "of user %s in %s fell under a batch computed without locks', b.user_id, b.asset)) END"
@@ -69,18 +68,14 @@ async def upsert_journal_and(
         if also:
             # alone, their parameters are $1...: shift them down by the six of the combined form
             shift = ALSO_FIRST - 1
-            sql = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) - shift}", f"WITH {lock}{ctes[2:]} SELECT 1{gate}")
+            sql = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) - shift}", f"WITH {ctes[2:]} SELECT 1")
             await conn.execute(sql, *also_args)
         return []
-    keys = sorted(net)
-    # users, available and frozen deltas as one bigint[3][k]: asyncpg checks each element of a 1-D
-    # array parameter for being a sub-array (a Python-level isinstance call), of a 2-D one only
-    # the first row's
-    ints = [[k[0] for k in keys], [net[k][0] for k in keys], [net[k][1] for k in keys]]
+    ints, assets = balance_arrays(net)
     try:
         rows = await conn.fetch(
             f"""
-        WITH {lock}d AS MATERIALIZED (
+        WITH d AS MATERIALIZED (
             SELECT * FROM unnest(($1::bigint[])[1:1], $2::text[], ($1::bigint[])[2:2], ($1::bigint[])[3:3])
                 AS d(u, a, av, fr)
         ), j AS (
@@ -88,12 +83,12 @@ async def upsert_journal_and(
             SELECT u, a, av, fr, $3::text, $4::bigint FROM d
         ){ctes}
         INSERT INTO balances AS b (user_id, asset, available, frozen)
-        SELECT u, a, av, fr FROM d{gate}
+        SELECT u, a, av, fr FROM d
         ON CONFLICT (user_id, asset) DO UPDATE
             SET available = {available}, frozen = b.frozen + EXCLUDED.frozen
         RETURNING user_id, asset, available, frozen
         """,
-            ints, [k[1] for k in keys], kind, ref_id, *also_args,
+            ints, assets, kind, ref_id, *also_args,
         )
     except asyncpg.PostgresError as exc:
         if exc.sqlstate == "CF001":  # raised inside the statement: nothing of it was written

@@ -7,8 +7,9 @@ arithmetic, release what finished orders still hold, then write: trades, order s
 `UPDATE ... FROM unnest`), the journal (the batch's net change per (user, asset), kind `settle`,
 ref = the batch's last seq; `trades` and `orders` hold each event's detail and the audit checks
 that they explain those rows), balances (one upsert in sorted lock order) and the offset, in ONE
-statement that commits on its own and moves the offset only from the seq the batch was computed
-on; then publish user events (fills, order states, new balances) to `user:events:<user>`, built
+call of `ledger_settle_batch` (migration 0107) that commits on its own and moves the offset only
+from the seq the batch was computed on. A batch's call is sent while the batch before it is still
+being written (it waits on the offset row's lock inside); then publish user events (fills, order states, new balances) to `user:events:<user>`, built
 only for the users who have a subscriber on that channel (asked once per batch after reading it:
 ledger/online.py).
 """
@@ -36,7 +37,7 @@ from ledger.online import OnlineUsers
 from ledger.order_feed import FIELD as FEED_FIELD
 from ledger.order_feed import OrderFeed, last_entry_id
 from ledger.recovery import CommandLog
-from ledger.repo import ALSO_FIRST, load_markets, upsert_journal_and
+from ledger.repo import balance_arrays, load_markets
 from matcher import keys
 from matcher.protocol import BATCH_FIELD, DoneReason
 
@@ -132,30 +133,13 @@ _SETTLED_KEYS = ("trades_pkey", "settled_commands_pkey")
 # (ledger_refuse, migration 0105; CASE fixes the order of evaluation).
 _SEQ_GUARD = ("CASE WHEN last_seq = {seq} THEN true "
               "ELSE ledger_refuse('CF003', 'the settlement offset moved') = 0 END")
-# The same guard for a batch whose statement locked the offset row first (`lk`, see
-# repo.upsert_journal_and's `first`); no row (never: `start` inserts it) refuses too.
-_LOCKED_SEQ_GUARD = ("coalesce((SELECT CASE WHEN last_seq = $8 THEN true ELSE ledger_refuse('CF003', "
-                     "'the settlement offset moved') = 0 END FROM lk), "
-                     "ledger_refuse('CF003', 'no settlement offset') = 0)")
-WRITES_IN_FLIGHT = 2  # a batch's write is sent while the one before it still runs (it waits on the offset lock)
+WRITES_IN_FLIGHT = 2  # a batch's write is sent while the one before it still runs (see `_write`)
 
-# The batch's order states, one statement: `$n` is a bigint[5][k] (rows id, frozen_remaining,
-# filled_lots, filled_quote, fee_paid), `$t` a text[2][k] (state, done_reason); `a[i:i]` is
-# row i, which unnest reads in order.
-_ORDER_UPDATE = (
-    "UPDATE orders o SET frozen_remaining = d.fr, filled_lots = d.fl, filled_quote = d.fq, fee_paid = d.fee, "
-    "state = d.st, done_reason = d.dr, updated_at = now() "
-    "FROM unnest((${n}::bigint[])[1:1], (${n}::bigint[])[2:2], (${n}::bigint[])[3:3], (${n}::bigint[])[4:4], "
-    "(${n}::bigint[])[5:5], (${t}::text[])[1:1], (${t}::text[])[2:2]) AS d(id, fr, fl, fq, fee, st, dr) "
-    "WHERE o.id = d.id")
-
-# The batch's trades, one statement: `$n` a bigint[12][k] (rows seq, buy_order, sell_order, buyer,
-# seller, price_ticks, qty_lots, base_amount, quote_amount, buyer_fee, seller_fee, ts_ms), `$t` the
-# taker sides. Not COPY: COPY needs a transaction block around it and the batch's statement.
-_TRADE_INSERT = (
-    "INSERT INTO trades (market, seq, buy_order, sell_order, buyer, seller, price_ticks, qty_lots, base_amount, "
-    "quote_amount, buyer_fee, seller_fee, ts_ms, taker_side) SELECT {market}::text, d.* FROM unnest("
-    + ", ".join(f"(${{n}}::bigint[])[{i}:{i}]" for i in range(1, 13)) + ", ${t}::text[]) AS d")
+# A batch's write (migration 0107): market, stream id, last seq, base seq, trades bigint[12][k] and
+# taker sides, orders bigint[5][k] and text[2][k] (state, done_reason), new command rows
+# bigint[3][k], completed placeholders bigint[2][k], balance deltas bigint[3][k] and assets.
+_SETTLE_BATCH = ("SELECT * FROM ledger_settle_batch($1::text, $2::text, $3::bigint, $4::bigint, $5::bigint[], "
+                 "$6::text[], $7::bigint[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[])")
 
 # _Order's fields, of the orders of `$1` in market `$2`. The ids are looked up by primary key
 # alone (a market condition beside them let a planner walk the market instead): the
@@ -257,13 +241,10 @@ class SettlementConsumer(RecoveringLoop):
             self._ahead.start(last_id, self._fetch(last_id, None))
         try:
             prepared = await self._prepare(events, last_id)
-            # A batch that moves only the stream position, or that names the taker of a command
-            # an earlier batch recorded (an UPDATE, which sees only rows committed before it
-            # starts), is sent once every earlier batch committed.
-            alone = not prepared.result.applied or bool(prepared.command_completed)
-            # and a batch after one that moved only the stream position (both would hold the same
-            # seq: the later one could commit first)
-            alone = alone or bool(self._writes and not self._writes[-1].applied)
+            # A batch that moves only the stream position (its guard is not behind the lock) is
+            # sent once every earlier batch committed, and so is the batch after it (both hold the
+            # same seq: the later one could commit first).
+            alone = not prepared.result.applied or bool(self._writes and not self._writes[-1].applied)
             await self._finish_writes(keep=prepared.dirty_ids, leave=0 if alone else WRITES_IN_FLIGHT - 1)
         except BaseException:
             self._ahead.drop()
@@ -504,9 +485,11 @@ class SettlementConsumer(RecoveringLoop):
         return prepared
 
     async def _write(self, p: _Prepared, before: asyncio.Task[SettleResult] | None) -> SettleResult:
-        """Write one prepared batch (`_write_once`). Its statement may reach PostgreSQL before the
-        statement of the batch `before` it (two connections) and then finds the offset row not yet
-        moved: once that batch committed, it is sent again (a rival's move fails it again)."""
+        """Write one prepared batch (`_write_once`), possibly while the batch `before` it is still
+        being written: `ledger_settle_batch` waits for that batch's commit on the offset row's
+        lock. The lock may come first (two connections): the offset is then not yet moved and
+        the batch is refused; it is sent again once that batch committed (a rival's move fails
+        it again)."""
         try:
             return await self._write_once(p)
         except StaleBatchError:
@@ -519,10 +502,11 @@ class SettlementConsumer(RecoveringLoop):
             return await self._write_once(p)
 
     async def _write_once(self, p: _Prepared) -> SettleResult:
-        """Write one prepared batch: trades, order states, settled commands, journal, balances
-        (one upsert in sorted lock order) and the offset, in ONE statement that commits on its
-        own. The offset moves only from the seq the batch was computed on: else the statement
-        refuses as a whole and StaleBatchError sends the consumer back to the database."""
+        """Write one prepared batch in one call that commits on its own: `ledger_settle_batch`
+        (migration 0107) locks the offset row, refuses unless it holds the seq the batch was
+        computed on (StaleBatchError sends the consumer back to the database), then writes the
+        trades, order states, settled commands, journal, balances (one upsert in sorted lock
+        order) and the offset."""
         async with self.pool.acquire() as conn:
             try:
                 if not p.result.applied:  # only the stream position moves (events settled before)
@@ -533,25 +517,13 @@ class SettlementConsumer(RecoveringLoop):
                         "THEN $2 ELSE stream_id END WHERE market = $1 AND " + _SEQ_GUARD.format(seq="$3"),
                         self.symbol, p.last_id, p.base_seq)
                     return p.result
-                # the offset row is locked first and must hold the seq the batch was computed on
-                # (`first`: checked before any other row changes, after the batch before it committed)
-                also = ["UPDATE settlement_offsets SET stream_id = $6, last_seq = $7 WHERE market = $5"]
-                also_args: list[Any] = [self.symbol, p.last_id, p.last_seq, p.base_seq]
-                if p.trade_ints:
-                    n, t = ALSO_FIRST + len(also_args), ALSO_FIRST + 1 + len(also_args)
-                    also.append(_TRADE_INSERT.format(market="$5", n=n, t=t))
-                    also_args += (p.trade_ints, p.trade_sides)
-                if p.order_ints[0]:
-                    n, t = ALSO_FIRST + len(also_args), ALSO_FIRST + 1 + len(also_args)
-                    also.append(_ORDER_UPDATE.format(n=n, t=t))
-                    also_args += (p.order_ints, p.order_texts)
-                command_sqls, command_args = self._commands.statements(p.command_rows, p.command_completed,
-                                                                       ALSO_FIRST + len(also_args))
-                also += command_sqls
-                also_args += command_args
-                p.result.balances = await upsert_journal_and(
-                    conn, p.net, "settle", p.last_seq, tuple(also), tuple(also_args),
-                    first=("SELECT last_seq FROM settlement_offsets WHERE market = $5 FOR UPDATE", _LOCKED_SEQ_GUARD))
+                commands, completed = CommandLog.arrays(p.command_rows, p.command_completed)
+                balances, assets = balance_arrays(p.net)
+                has_orders = bool(p.order_ints[0])
+                rows = await conn.fetch(_SETTLE_BATCH, self.symbol, p.last_id, p.last_seq, p.base_seq,
+                                        p.trade_ints, p.trade_sides, p.order_ints if has_orders else [],
+                                        p.order_texts if has_orders else [], commands, completed, balances, assets)
+                p.result.balances = [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
             except asyncpg_errors.PostgresError as exc:
                 # the offset's guard, or this batch's trades already there: another instance
                 # settled this market meanwhile (nothing of this batch was written)

@@ -5,8 +5,6 @@ transaction block or on its own."""
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 import pytest
 
@@ -69,41 +67,3 @@ async def test_guarded_upsert_refuses_when_a_reversal_lowered_the_balance(db_url
     finally:
         await a.close()
         await b.close()
-
-
-Net = dict[tuple[int, str], list[int]]
-
-
-@pytest.mark.parametrize("net", [{(63, "USDT"): [5, 0]}, {}], ids=["with-balances", "also-only"])
-@pytest.mark.asyncio
-async def test_a_statement_with_first_changes_nothing_until_it_holds_the_lock(db_url: str, net: Net) -> None:
-    """`first`: the statement waits for the lock before it changes any row (neither the balance
-    nor an `also` statement's row), then reads the row as the transaction it waited for left it."""
-    a, b, c = [await asyncpg.connect(db_url) for _ in range(3)]
-    try:
-        await seed_demo(a, network="regtest", usdt_contract=None)
-        await a.execute("INSERT INTO users (id) VALUES (63), (64) ON CONFLICT DO NOTHING")
-        await credit_deposit(a, deposit_key="f63", user_id=63, asset="USDT", amount=100, txid="t", output_index=0)
-        await a.execute("CREATE TABLE IF NOT EXISTS first_gate (k int PRIMARY KEY, v int);"
-                        "DELETE FROM first_gate; INSERT INTO first_gate VALUES (1, 0), (2, 0)")
-        before = await a.fetchval("SELECT available FROM balances WHERE user_id = 63 AND asset = 'USDT'")
-        holder = a.transaction()
-        await holder.start()
-        await a.execute("UPDATE first_gate SET v = 7 WHERE k = 1")  # the batch before, not yet committed
-        write = asyncio.ensure_future(upsert_journal_and(
-            b, net, "settle", 1, also=("UPDATE first_gate SET v = v + 1 WHERE k = 2",), also_args=(7,),
-            first=("SELECT v FROM first_gate WHERE k = 1 FOR UPDATE",
-                   "(SELECT CASE WHEN v = $5 THEN true ELSE ledger_refuse('CF003', 'gate') = 0 END FROM lk)")))
-        await asyncio.sleep(0.3)
-        assert not write.done()  # waiting for the lock
-        async with c.transaction():  # nothing it would change is locked by it yet
-            await c.execute("SELECT 1 FROM first_gate WHERE k = 2 FOR UPDATE NOWAIT")
-            await c.execute("SELECT 1 FROM balances WHERE user_id = 63 AND asset = 'USDT' FOR UPDATE NOWAIT")
-        await holder.commit()  # the gate reads 7, the committed value
-        await asyncio.wait_for(write, 10)
-        assert await c.fetchval("SELECT v FROM first_gate WHERE k = 2") == 1
-        assert await c.fetchval("SELECT available FROM balances WHERE user_id = 63 AND asset = 'USDT'") == (
-            before + (5 if net else 0))
-    finally:
-        for conn in (a, b, c):
-            await conn.close()

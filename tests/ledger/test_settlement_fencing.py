@@ -140,3 +140,44 @@ async def test_a_batch_statement_that_overtakes_the_one_before_is_sent_again_aft
     finally:
         await redis.aclose()
         await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_a_batch_write_waits_for_the_offset_rows_lock_before_it_writes_anything(db_url: str,
+                                                                                    redis_url: str) -> None:
+    """The write locks the offset row first (ledger_settle_batch): while another transaction holds
+    it (the batch before, still committing), nothing of the batch is written, and afterwards all
+    of it is, on what that transaction left."""
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=6)
+    redis = Redis.from_url(redis_url)
+    holder = await asyncpg.connect(db_url)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            m = await add_traders(conn, BUYER, SELLER)
+        flow = Pipeline(pool, redis, [m], shards=1)
+        await flow.start()
+        await flow.send(0, [PlaceOrderRequest("s", "", SELLER, m, "sell", "limit", "100", "0.010", None, 1),
+                            PlaceOrderRequest("b", "", BUYER, m, "buy", "limit", "101", "0.004", None, 2)])
+        for c in flow.intakes:
+            while await c.step(block_ms=0):
+                pass
+            await c.flush_events()
+        await flow.pumps[m].drain()
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM settlement_offsets WHERE market = $1 FOR UPDATE", m)
+        settle = flow.settlements[m]
+        assert await settle.step(block_ms=0) > 0  # computed and sent; its write waits for the lock
+        await asyncio.sleep(0.3)
+        assert await pool.fetchval("SELECT count(*) FROM trades WHERE market = $1", m) == 0
+        assert await pool.fetchval("SELECT state FROM orders WHERE market = $1 AND side = 'sell'", m) == "pending"
+        await tx.commit()
+        await settle.flush_events()
+        assert await pool.fetchval("SELECT count(*) FROM trades WHERE market = $1", m) == 1
+        assert await pool.fetchval("SELECT state FROM orders WHERE market = $1 AND side = 'sell'", m) == "open"
+        async with pool.acquire() as conn:
+            assert await run_audit(conn) == []
+    finally:
+        await holder.close()
+        await redis.aclose()
+        await pool.close()
