@@ -24,7 +24,7 @@ CREATE FUNCTION ledger_settle_batch(
     p_trades bigint[], p_sides text[], p_orders bigint[], p_order_texts text[],
     p_commands bigint[], p_completed bigint[], p_balances bigint[], p_assets text[]
 ) RETURNS TABLE (b_user bigint, b_asset text, b_available bigint, b_frozen bigint)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     seq bigint;
 BEGIN
