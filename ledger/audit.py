@@ -153,7 +153,7 @@ async def _audit(conn: asyncpg.Connection) -> list[Difference]:
          WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = o.user_id)
             OR NOT EXISTS (SELECT 1 FROM markets m WHERE m.symbol = o.market)
         UNION ALL
-        SELECT 'settled command ' || c.first_seq, NULL, c.market FROM settled_commands c
+        SELECT 'settled command run ' || c.first_seq, NULL, c.market FROM settled_command_runs c
          WHERE NOT EXISTS (SELECT 1 FROM markets m WHERE m.symbol = c.market)
         LIMIT 100
         """

@@ -13,8 +13,9 @@ commands behind C+1..S are the first ones after the checkpoint, in the order of 
 each produced. Two halves:
 
 - `CommandLog` (settlement consumer of M): segments each settled batch into commands and
-  records, in the batch's own transaction, `settled_commands(market, first_seq, is_cancel,
-  oid)` (one extra data-modifying CTE in the batch's single statement, no extra round trip).
+  records, in the batch's own transaction, `(first_seq, is_cancel, oid)` per command, as one
+  row of `settled_command_runs` per batch (migration 0107; the view `settled_commands` shows one
+  row per command) (one extra data-modifying CTE in the batch's single statement, no extra round trip).
 - `refeed_lost_prefixes` (every intake consumer, at (re)start, BEFORE it forwards anything):
   per market, reads S (PostgreSQL) then the checkpoint (Redis). S > C happens only when Redis
   lost data (the checkpoint is written with the events it describes, so settlement can never
@@ -80,8 +81,11 @@ class CommandLog:
 
     async def load(self, conn: asyncpg.Connection) -> None:
         row = await conn.fetchrow(
-            "SELECT c.first_seq, c.is_cancel, c.oid, o.state FROM settled_commands c "
-            "LEFT JOIN orders o ON o.id = c.oid WHERE c.market = $1 ORDER BY c.first_seq DESC LIMIT 1", self.market)
+            "SELECT c.first_seq, c.is_cancel <> 0 AS is_cancel, coalesce(c.oid, t.oid) AS oid, o.state "
+            "FROM (SELECT market, cmds FROM settled_command_runs WHERE market = $1 ORDER BY last_seq DESC LIMIT 1) r "
+            "CROSS JOIN LATERAL unnest(r.cmds[1:1], r.cmds[2:2], r.cmds[3:3]) AS c(first_seq, is_cancel, oid) "
+            "LEFT JOIN settled_command_takers t ON t.market = r.market AND t.first_seq = c.first_seq "
+            "LEFT JOIN orders o ON o.id = coalesce(c.oid, t.oid) ORDER BY c.first_seq DESC LIMIT 1", self.market)
         self.taker = self.open_start = self.placeholder = None
         self.completed = frozenset()
         if row is None:
@@ -166,9 +170,14 @@ async def lost_commands(conn: asyncpg.Connection, market: str, ck_seq: int, sett
                         wm: dict[int, int]) -> list[Command]:
     """The commands behind settled seqs (ck_seq, settled], exactly as first forwarded, in order."""
     rows = await conn.fetch(
+        "WITH c AS (SELECT x.first_seq, x.is_cancel <> 0 AS is_cancel, coalesce(x.oid, t.oid) AS oid "
+        "FROM settled_command_runs r "
+        "CROSS JOIN LATERAL unnest(r.cmds[1:1], r.cmds[2:2], r.cmds[3:3]) AS x(first_seq, is_cancel, oid) "
+        "LEFT JOIN settled_command_takers t ON t.market = r.market AND t.first_seq = x.first_seq "
+        "WHERE r.market = $1 AND r.last_seq > $2 AND r.first_seq <= $3) "
         "SELECT c.first_seq, c.is_cancel, c.oid, o.user_id, o.side, o.type, o.price_ticks, o.qty_lots, "
-        "o.funds_notional, o.tif, o.post_only, o.stp, o.shard, o.iid, o.ts_ms FROM settled_commands c "
-        "LEFT JOIN orders o ON o.id = c.oid WHERE c.market = $1 AND c.first_seq > $2 AND c.first_seq <= $3 "
+        "o.funds_notional, o.tif, o.post_only, o.stp, o.shard, o.iid, o.ts_ms FROM c "
+        "LEFT JOIN orders o ON o.id = c.oid WHERE c.first_seq > $2 AND c.first_seq <= $3 "
         "ORDER BY c.first_seq", market, ck_seq, settled)
     if not rows or rows[0]["first_seq"] != ck_seq + 1:
         log.error("%s: no record of the command behind settled seq %d (settled before the record existed?); "

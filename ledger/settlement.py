@@ -9,9 +9,9 @@ ref = the batch's last seq; `trades` and `orders` hold each event's detail and t
 that they explain those rows), balances (one upsert in sorted lock order) and the offset, in ONE
 call of `ledger_settle_batch` (migration 0107) that commits on its own and moves the offset only
 from the seq the batch was computed on. A batch's call is sent while the batch before it is still
-being written (it waits on the offset row's lock inside); then publish user events (fills, order states, new balances) to `user:events:<user>`, built
-only for the users who have a subscriber on that channel (asked once per batch after reading it:
-ledger/online.py).
+being written (it waits on the offset row's lock inside). Then publish user events (fills, order
+states, new balances) to `user:events:<user>`, built only for the users who have a subscriber on
+that channel (asked once per batch after reading it: ledger/online.py).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class StaleBatchError(LedgerError):
 
 LIVE = frozenset(("pending", "open"))
 # The unique keys a batch's rows hit when another instance settled them already.
-_SETTLED_KEYS = ("trades_pkey", "settled_commands_pkey")
+_SETTLED_KEYS = ("trades_pkey", "settled_command_runs_pkey", "settled_command_takers_pkey")
 # The offset row still holds the seq a batch was computed on, or the whole statement refuses
 # (ledger_refuse, migration 0105; CASE fixes the order of evaluation).
 _SEQ_GUARD = ("CASE WHEN last_seq = {seq} THEN true "

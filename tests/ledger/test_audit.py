@@ -43,10 +43,10 @@ async def test_audit_catches_each_kind_of_tampering(db_url: str, redis_url: str)
                  "AND side = 'buy'", {"holds"}),
                 ("UPDATE balances SET frozen = frozen + 7 WHERE user_id = 32 AND asset = 'BTC' AND $1 <> ''",
                  {"journal", "holds", "assets"}),
-                # orders and settled_commands carry no foreign keys (migration 0103): the audit checks
+                # orders and settled command runs carry no foreign keys (migrations 0103, 0107): the audit checks
                 ("UPDATE orders SET user_id = 999 WHERE market = $1 AND state = 'filled' AND side = 'buy'",
                  {"references"}),
-                ("UPDATE settled_commands SET market = 'NO-SUCH' WHERE market = $1", {"references"}),
+                ("UPDATE settled_command_runs SET market = 'NO-SUCH' WHERE market = $1", {"references"}),
             ]
             for sql, expected in tamperings:
                 tx = conn.transaction()
