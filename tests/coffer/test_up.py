@@ -17,7 +17,6 @@ import asyncpg
 import redis
 
 from coffer.localservices import free_port
-from tests.harness import make_tempdir
 
 READY = "press Ctrl-C to stop"
 
@@ -74,8 +73,8 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_up_serves_redis_and_postgres_and_stops_cleanly_on_sigint() -> None:
-    data = make_tempdir("coffer-up-")
+def test_up_serves_redis_and_postgres_and_stops_cleanly_on_sigint(data_dir: Path) -> None:
+    data = data_dir
     redis_port, pg_port = free_port(), free_port()
     proc = _start_up(data, "--redis-port", str(redis_port), "--postgres-port", str(pg_port))
     out = _read_until_ready(proc)
@@ -129,8 +128,8 @@ def test_up_serves_redis_and_postgres_and_stops_cleanly_on_sigint() -> None:
     assert proc.returncode == 0
 
 
-def test_unreachable_external_redis_is_one_clear_line() -> None:
-    data = make_tempdir("coffer-up-")
+def test_unreachable_external_redis_is_one_clear_line(data_dir: Path) -> None:
+    data = data_dir
     port = free_port()
     proc = _start_up(data, "--redis-url", f"redis://:hunter2@127.0.0.1:{port}/0")
     out, _ = proc.communicate(timeout=60)
@@ -142,8 +141,8 @@ def test_unreachable_external_redis_is_one_clear_line() -> None:
     assert "hunter2" not in out
 
 
-def test_unreachable_external_postgres_is_one_clear_line() -> None:
-    data = make_tempdir("coffer-up-")
+def test_unreachable_external_postgres_is_one_clear_line(data_dir: Path) -> None:
+    data = data_dir
     port = free_port()
     proc = _start_up(data, "--database-url", f"postgresql://app:s3cret@127.0.0.1:{port}/coffer")
     out, _ = proc.communicate(timeout=60)
@@ -154,8 +153,8 @@ def test_unreachable_external_postgres_is_one_clear_line() -> None:
     assert re.search(expected, out), out
 
 
-def test_port_already_taken_is_reported() -> None:
-    data = make_tempdir("coffer-up-")
+def test_port_already_taken_is_reported(data_dir: Path) -> None:
+    data = data_dir
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

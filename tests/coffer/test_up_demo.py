@@ -11,18 +11,18 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from api.client import CofferClient
 from coffer.localservices import free_port
 from tests.coffer.test_up import _alive, _descendants, _read_until_ready
-from tests.harness import make_tempdir
 
 
 @pytest.mark.slow
-def test_demo_stack_credits_deposits_and_trades_then_stops_cleanly() -> None:
-    data = make_tempdir("coffer-demo-")
+def test_demo_stack_credits_deposits_and_trades_then_stops_cleanly(data_dir: Path) -> None:
+    data = data_dir
     trading_port, deposit_port = free_port(), free_port()
     env = {**os.environ, "COFFER_TRADING_API_PORT": str(trading_port), "COFFER_DEPOSIT_API_PORT": str(deposit_port)}
     proc = subprocess.Popen(
