@@ -40,6 +40,14 @@ async def add_traders(conn: asyncpg.Connection, buyer: int, seller: int) -> str:
     return symbol
 
 
+async def traders_pool(db_url: str, buyer: int, seller: int) -> tuple[asyncpg.Pool, str]:
+    """A pool, and a fresh market with a funded buyer and seller (`add_traders`)."""
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=6)
+    async with pool.acquire() as conn, conn.transaction():
+        symbol = await add_traders(conn, buyer, seller)
+    return pool, symbol
+
+
 async def add_market(conn: asyncpg.Connection, *, maker_bps: int = 10, taker_bps: int = 20,
                      min_notional: int = 5_000) -> str:
     """A fresh BTC/USDT market with its own streams: tick 1 USDT, lot 0.001 BTC
@@ -72,13 +80,18 @@ class Pipeline:
     async def send(self, shard: int, requests: list[Request]) -> None:
         await self.redis.xadd(intake_stream(shard), {BATCH_FIELD: encode_requests(requests)})
 
-    async def drain(self) -> None:
+    async def drain_to_engine(self) -> None:
+        """Run the intakes and the engine pumps until their streams are drained (not settlement)."""
         for c in self.intakes:
             while await c.step(block_ms=0):
                 pass
             await c.flush_events()
         for m in self.markets:
             await self.pumps[m].drain()
+
+    async def drain(self) -> None:
+        await self.drain_to_engine()
+        for m in self.markets:
             while await self.settlements[m].step(block_ms=0):
                 pass
             await self.settlements[m].flush_events()

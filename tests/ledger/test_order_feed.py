@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from ledger.audit import run_audit
 from ledger.intake_protocol import PlaceOrderRequest
 from ledger.order_feed import FIELD, NewOrder, OrderFeed, decode_entry, encode_entry, feed_key
-from tests.ledger.flow import Pipeline, add_traders
+from tests.ledger.flow import Pipeline, traders_pool
 
 BUYER, SELLER = 21, 22
 
@@ -65,13 +65,6 @@ def test_starting_over_forgets_the_floors() -> None:
     assert _ids(feed.accept(_entry(0, 40), known=set())) == [40]
 
 
-async def _setup(db_url: str) -> tuple[asyncpg.Pool, str]:
-    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
-    async with pool.acquire() as conn, conn.transaction():
-        symbol = await add_traders(conn, BUYER, SELLER)
-    return pool, symbol
-
-
 def _sell(m: str, rid: str, qty: str) -> PlaceOrderRequest:
     return PlaceOrderRequest(rid, "", SELLER, m, "sell", "limit", "100", qty, None, 1)
 
@@ -80,14 +73,14 @@ def _buy(m: str, rid: str, qty: str) -> PlaceOrderRequest:
     return PlaceOrderRequest(rid, "", BUYER, m, "buy", "limit", "100", qty, None, 2)
 
 
-async def _order(pool: asyncpg.Pool, client_rid_side: str, m: str) -> Any:
+async def _order(pool: asyncpg.Pool, side: str, m: str) -> Any:
     return await pool.fetchrow("SELECT id, state, filled_lots, frozen_remaining FROM orders "
-                               "WHERE market = $1 AND side = $2", m, client_rid_side)
+                               "WHERE market = $1 AND side = $2", m, side)
 
 
 @pytest.mark.asyncio
 async def test_settlement_running_before_the_orders_reads_none_of_them_back(db_url: str, redis_url: str) -> None:
-    pool, m = await _setup(db_url)
+    pool, m = await traders_pool(db_url, BUYER, SELLER)
     redis = Redis.from_url(redis_url)
     try:
         flow = Pipeline(pool, redis, [m], shards=1)
@@ -108,16 +101,13 @@ async def test_settlement_running_before_the_orders_reads_none_of_them_back(db_u
 @pytest.mark.asyncio
 async def test_a_settlement_started_later_reads_the_older_orders_from_the_database(db_url: str,
                                                                                     redis_url: str) -> None:
-    pool, m = await _setup(db_url)
+    pool, m = await traders_pool(db_url, BUYER, SELLER)
     redis = Redis.from_url(redis_url)
     try:
         flow = Pipeline(pool, redis, [m], shards=1)
         await flow.start()
         await flow.send(0, [_sell(m, "s", "0.010"), _buy(m, "b1", "0.004")])
-        for c in flow.intakes:
-            while await c.step(block_ms=0):
-                pass
-            await c.flush_events()
+        await flow.drain_to_engine()
         assert await redis.xlen(feed_key(m)) == 1
         settle = flow.settlements[m]
         await settle.start()  # a restart: the entry was written before it, so it is not used
@@ -137,7 +127,7 @@ async def test_a_copy_of_an_entry_after_its_order_changed_is_not_used(db_url: st
     does) and its original entry arrives again: settlement must read the sell from the database,
     not take the entry's untouched state (which would settle the next fill against a full freeze
     and an unfilled order)."""
-    pool, m = await _setup(db_url)
+    pool, m = await traders_pool(db_url, BUYER, SELLER)
     redis = Redis.from_url(redis_url)
     try:
         flow = Pipeline(pool, redis, [m], shards=1)

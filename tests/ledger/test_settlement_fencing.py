@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from ledger.audit import run_audit
 from ledger.intake_protocol import PlaceOrderRequest, Request
 from ledger.settlement import SettlementConsumer, StaleBatchError
-from tests.ledger.flow import Pipeline, add_traders
+from tests.ledger.flow import Pipeline, traders_pool
 
 BUYER, SELLER = 21, 22
 
@@ -40,22 +40,16 @@ async def test_a_batch_overtaken_by_a_second_consumer_writes_nothing(db_url: str
                                                                      with_trade: bool) -> None:
     """With a trade, the trade's unique key would refuse the batch too; without one (a resting
     order only) the offset's seq guard alone does."""
-    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=6)
+    pool, m = await traders_pool(db_url, BUYER, SELLER)
     redis = Redis.from_url(redis_url)
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            m = await add_traders(conn, BUYER, SELLER)
         flow = Pipeline(pool, redis, [m], shards=1)
         await flow.start()
         reqs: list[Request] = [PlaceOrderRequest("s", "", SELLER, m, "sell", "limit", "100", "0.010", None, 1),
                                PlaceOrderRequest("b", "", BUYER, m, "buy", "limit", "101" if with_trade else "99",
                                                  "0.004", None, 2)]
         await flow.send(0, reqs)
-        for c in flow.intakes:  # intake and engine only: settlement is what the test drives
-            while await c.step(block_ms=0):
-                pass
-            await c.flush_events()
-        await flow.pumps[m].drain()
+        await flow.drain_to_engine()  # settlement is what the test drives
 
         journal_start = await pool.fetchval("SELECT coalesce(max(id), 0) FROM balance_journal")
         slow, rival = _Overtaken(pool, redis, market=m), SettlementConsumer(pool, redis, market=m)
@@ -107,11 +101,9 @@ class _FirstHeldBack(SettlementConsumer):
 @pytest.mark.asyncio
 async def test_a_batch_statement_that_overtakes_the_one_before_is_sent_again_after_it(db_url: str,
                                                                                       redis_url: str) -> None:
-    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=6)
+    pool, m = await traders_pool(db_url, BUYER, SELLER)
     redis = Redis.from_url(redis_url)
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            m = await add_traders(conn, BUYER, SELLER)
         flow = Pipeline(pool, redis, [m], shards=1)
         await flow.start()
         consumer = _FirstHeldBack(pool, redis, market=m, batch_size=1)  # one match:out entry a batch
@@ -119,11 +111,7 @@ async def test_a_batch_statement_that_overtakes_the_one_before_is_sent_again_aft
         for req in (PlaceOrderRequest("s", "", SELLER, m, "sell", "limit", "100", "0.010", None, 1),
                     PlaceOrderRequest("b", "", BUYER, m, "buy", "limit", "101", "0.004", None, 2)):
             await flow.send(0, [req])
-            for c in flow.intakes:
-                while await c.step(block_ms=0):
-                    pass
-                await c.flush_events()
-            await flow.pumps[m].drain()  # one match:out entry per request
+            await flow.drain_to_engine()  # one match:out entry per request
         assert await consumer.step(block_ms=0) == 1  # the resting sell: its statement held back
         assert await consumer.step(block_ms=0) == 1  # the trade: sent at once, reaches PostgreSQL first
         async with asyncio.timeout(10):
@@ -148,21 +136,15 @@ async def test_a_batch_write_waits_for_the_offset_rows_lock_before_it_writes_any
     """The write locks the offset row first (ledger_settle_batch): while another transaction holds
     it (the batch before, still committing), nothing of the batch is written, and afterwards all
     of it is, on what that transaction left."""
-    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=6)
+    pool, m = await traders_pool(db_url, BUYER, SELLER)
     redis = Redis.from_url(redis_url)
     holder = await asyncpg.connect(db_url)
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            m = await add_traders(conn, BUYER, SELLER)
         flow = Pipeline(pool, redis, [m], shards=1)
         await flow.start()
         await flow.send(0, [PlaceOrderRequest("s", "", SELLER, m, "sell", "limit", "100", "0.010", None, 1),
                             PlaceOrderRequest("b", "", BUYER, m, "buy", "limit", "101", "0.004", None, 2)])
-        for c in flow.intakes:
-            while await c.step(block_ms=0):
-                pass
-            await c.flush_events()
-        await flow.pumps[m].drain()
+        await flow.drain_to_engine()
         tx = holder.transaction()
         await tx.start()
         await holder.execute("SELECT 1 FROM settlement_offsets WHERE market = $1 FOR UPDATE", m)

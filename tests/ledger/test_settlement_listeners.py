@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import asyncpg
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -15,16 +14,9 @@ from redis.asyncio.client import PubSub
 import ledger.settlement
 from ledger.intake import publish_many
 from ledger.intake_protocol import PlaceOrderRequest, Request, decode_user_events, user_events_channel
-from tests.ledger.flow import Pipeline, add_traders
+from tests.ledger.flow import Pipeline, traders_pool
 
 BUYER, SELLER = 11, 12
-
-
-async def _setup(db_url: str) -> tuple[asyncpg.Pool, str]:
-    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
-    async with pool.acquire() as conn, conn.transaction():
-        symbol = await add_traders(conn, BUYER, SELLER)
-    return pool, symbol
 
 
 def _orders(m: str) -> list[Request]:
@@ -55,7 +47,7 @@ async def _run(db_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch, sub
     """Trade on a fresh market with `subscribe` / `psubscribe` listening; returns what the listener
     received (the intake consumer publishes balance events of its freezes too) and the channels
     settlement published to."""
-    pool, m = await _setup(db_url)
+    pool, m = await traders_pool(db_url, BUYER, SELLER)
     redis = Redis.from_url(redis_url)
     listener = Redis.from_url(redis_url).pubsub()
     published: list[str] = []
