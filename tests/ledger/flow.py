@@ -4,11 +4,15 @@ intake consumer, the engine pump and the settlement consumer until all streams a
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
 
+from ledger.audit import run_audit
 from ledger.deposits import credit_deposit
 from ledger.intake import IntakeConsumer
 from ledger.intake_protocol import BATCH_FIELD, Request, encode_requests, intake_stream
@@ -46,6 +50,21 @@ async def traders_pool(db_url: str, buyer: int, seller: int) -> tuple[asyncpg.Po
     async with pool.acquire() as conn, conn.transaction():
         symbol = await add_traders(conn, buyer, seller)
     return pool, symbol
+
+
+@asynccontextmanager
+async def traders_flow(db_url: str, redis_url: str, buyer: int, seller: int) -> AsyncIterator[tuple[Pipeline, str]]:
+    """A started one-shard `Pipeline` on a fresh market with a funded buyer and seller
+    (`traders_pool`), and the market; its pool and Redis client are closed afterwards."""
+    pool, symbol = await traders_pool(db_url, buyer, seller)
+    redis = Redis.from_url(redis_url)
+    try:
+        flow = Pipeline(pool, redis, [symbol], shards=1)
+        await flow.start()
+        yield flow, symbol
+    finally:
+        await redis.aclose()
+        await pool.close()
 
 
 async def add_market(conn: asyncpg.Connection, *, maker_bps: int = 10, taker_bps: int = 20,
@@ -88,6 +107,11 @@ class Pipeline:
             await c.flush_events()
         for m in self.markets:
             await self.pumps[m].drain()
+
+    async def audit(self) -> list[Any]:
+        """`coffer ledger audit`'s differences (none expected)."""
+        async with self.pool.acquire() as conn:
+            return await run_audit(conn)
 
     async def drain(self) -> None:
         await self.drain_to_engine()

@@ -7,12 +7,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
 
-from ledger.audit import run_audit
 from ledger.intake_protocol import PlaceOrderRequest
 from ledger.order_feed import FIELD, NewOrder, OrderFeed, decode_entry, encode_entry, feed_key
-from tests.ledger.flow import Pipeline, traders_pool
+from tests.ledger.flow import traders_flow
 
 BUYER, SELLER = 21, 22
 
@@ -80,32 +78,22 @@ async def _order(pool: asyncpg.Pool, side: str, m: str) -> Any:
 
 @pytest.mark.asyncio
 async def test_settlement_running_before_the_orders_reads_none_of_them_back(db_url: str, redis_url: str) -> None:
-    pool, m = await traders_pool(db_url, BUYER, SELLER)
-    redis = Redis.from_url(redis_url)
-    try:
-        flow = Pipeline(pool, redis, [m], shards=1)
-        await flow.start()
+    async with traders_flow(db_url, redis_url, BUYER, SELLER) as (flow, m):
+        pool = flow.pool
         await flow.send(0, [_sell(m, "s", "0.010"), _buy(m, "b1", "0.004"), _buy(m, "b2", "0.006")])
         await flow.drain()
         settle = flow.settlements[m]
         assert settle.orders_read == 0
         assert settle._feed.taken == 3
         assert await pool.fetchval("SELECT count(*) FROM orders WHERE market = $1 AND state = 'filled'", m) == 3
-        async with pool.acquire() as conn:
-            assert await run_audit(conn) == []
-    finally:
-        await redis.aclose()
-        await pool.close()
+        assert await flow.audit() == []
 
 
 @pytest.mark.asyncio
 async def test_a_settlement_started_later_reads_the_older_orders_from_the_database(db_url: str,
                                                                                     redis_url: str) -> None:
-    pool, m = await traders_pool(db_url, BUYER, SELLER)
-    redis = Redis.from_url(redis_url)
-    try:
-        flow = Pipeline(pool, redis, [m], shards=1)
-        await flow.start()
+    async with traders_flow(db_url, redis_url, BUYER, SELLER) as (flow, m):
+        pool, redis = flow.pool, flow.redis
         await flow.send(0, [_sell(m, "s", "0.010"), _buy(m, "b1", "0.004")])
         await flow.drain_to_engine()
         assert await redis.xlen(feed_key(m)) == 1
@@ -116,9 +104,6 @@ async def test_a_settlement_started_later_reads_the_older_orders_from_the_databa
         assert settle.orders_read == 2
         sell = await _order(pool, "sell", m)
         assert (sell["state"], sell["filled_lots"]) == ("open", 4)
-    finally:
-        await redis.aclose()
-        await pool.close()
 
 
 @pytest.mark.asyncio
@@ -127,11 +112,8 @@ async def test_a_copy_of_an_entry_after_its_order_changed_is_not_used(db_url: st
     does) and its original entry arrives again: settlement must read the sell from the database,
     not take the entry's untouched state (which would settle the next fill against a full freeze
     and an unfilled order)."""
-    pool, m = await traders_pool(db_url, BUYER, SELLER)
-    redis = Redis.from_url(redis_url)
-    try:
-        flow = Pipeline(pool, redis, [m], shards=1)
-        await flow.start()
+    async with traders_flow(db_url, redis_url, BUYER, SELLER) as (flow, m):
+        pool, redis = flow.pool, flow.redis
         await flow.send(0, [_sell(m, "s", "0.010"), _buy(m, "b1", "0.004")])
         await flow.drain()
         first: Any = await redis.xrange(feed_key(m), count=1)
@@ -145,8 +127,4 @@ async def test_a_copy_of_an_entry_after_its_order_changed_is_not_used(db_url: st
         assert settle.orders_read == 1  # the sell, from the database
         sell = await _order(pool, "sell", m)
         assert (sell["state"], sell["filled_lots"], sell["frozen_remaining"]) == ("filled", 10, 0)
-        async with pool.acquire() as conn:
-            assert await run_audit(conn) == []
-    finally:
-        await redis.aclose()
-        await pool.close()
+        assert await flow.audit() == []

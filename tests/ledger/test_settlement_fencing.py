@@ -11,12 +11,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
 
-from ledger.audit import run_audit
 from ledger.intake_protocol import PlaceOrderRequest, Request
 from ledger.settlement import SettlementConsumer, StaleBatchError
-from tests.ledger.flow import Pipeline, traders_pool
+from tests.ledger.flow import traders_flow
 
 BUYER, SELLER = 21, 22
 
@@ -40,11 +38,8 @@ async def test_a_batch_overtaken_by_a_second_consumer_writes_nothing(db_url: str
                                                                      with_trade: bool) -> None:
     """With a trade, the trade's unique key would refuse the batch too; without one (a resting
     order only) the offset's seq guard alone does."""
-    pool, m = await traders_pool(db_url, BUYER, SELLER)
-    redis = Redis.from_url(redis_url)
-    try:
-        flow = Pipeline(pool, redis, [m], shards=1)
-        await flow.start()
+    async with traders_flow(db_url, redis_url, BUYER, SELLER) as (flow, m):
+        pool, redis = flow.pool, flow.redis
         reqs: list[Request] = [PlaceOrderRequest("s", "", SELLER, m, "sell", "limit", "100", "0.010", None, 1),
                                PlaceOrderRequest("b", "", BUYER, m, "buy", "limit", "101" if with_trade else "99",
                                                  "0.004", None, 2)]
@@ -69,11 +64,7 @@ async def test_a_batch_overtaken_by_a_second_consumer_writes_nothing(db_url: str
         await slow.start()  # recovery from the database: nothing left to settle
         assert await slow.step(block_ms=0) == 0
         assert await pool.fetchval("SELECT count(*) FROM trades WHERE market = $1", m) == int(with_trade)
-        async with pool.acquire() as conn:
-            assert await run_audit(conn) == []
-    finally:
-        await redis.aclose()
-        await pool.close()
+        assert await flow.audit() == []
 
 
 class _FirstHeldBack(SettlementConsumer):
@@ -101,11 +92,8 @@ class _FirstHeldBack(SettlementConsumer):
 @pytest.mark.asyncio
 async def test_a_batch_statement_that_overtakes_the_one_before_is_sent_again_after_it(db_url: str,
                                                                                       redis_url: str) -> None:
-    pool, m = await traders_pool(db_url, BUYER, SELLER)
-    redis = Redis.from_url(redis_url)
-    try:
-        flow = Pipeline(pool, redis, [m], shards=1)
-        await flow.start()
+    async with traders_flow(db_url, redis_url, BUYER, SELLER) as (flow, m):
+        pool, redis = flow.pool, flow.redis
         consumer = _FirstHeldBack(pool, redis, market=m, batch_size=1)  # one match:out entry a batch
         await consumer.start()
         for req in (PlaceOrderRequest("s", "", SELLER, m, "sell", "limit", "100", "0.010", None, 1),
@@ -123,11 +111,7 @@ async def test_a_batch_statement_that_overtakes_the_one_before_is_sent_again_aft
         assert await pool.fetchval("SELECT count(*) FROM trades WHERE market = $1", m) == 1
         sell = await pool.fetchrow("SELECT state, filled_lots FROM orders WHERE market = $1 AND side = 'sell'", m)
         assert (sell["state"], sell["filled_lots"]) == ("open", 4)
-        async with pool.acquire() as conn:
-            assert await run_audit(conn) == []
-    finally:
-        await redis.aclose()
-        await pool.close()
+        assert await flow.audit() == []
 
 
 @pytest.mark.asyncio
@@ -136,30 +120,25 @@ async def test_a_batch_write_waits_for_the_offset_rows_lock_before_it_writes_any
     """The write locks the offset row first (ledger_settle_batch): while another transaction holds
     it (the batch before, still committing), nothing of the batch is written, and afterwards all
     of it is, on what that transaction left."""
-    pool, m = await traders_pool(db_url, BUYER, SELLER)
-    redis = Redis.from_url(redis_url)
-    holder = await asyncpg.connect(db_url)
-    try:
-        flow = Pipeline(pool, redis, [m], shards=1)
-        await flow.start()
-        await flow.send(0, [PlaceOrderRequest("s", "", SELLER, m, "sell", "limit", "100", "0.010", None, 1),
-                            PlaceOrderRequest("b", "", BUYER, m, "buy", "limit", "101", "0.004", None, 2)])
-        await flow.drain_to_engine()
-        tx = holder.transaction()
-        await tx.start()
-        await holder.execute("SELECT 1 FROM settlement_offsets WHERE market = $1 FOR UPDATE", m)
-        settle = flow.settlements[m]
-        assert await settle.step(block_ms=0) > 0  # computed and sent; its write waits for the lock
-        await asyncio.sleep(0.3)
-        assert await pool.fetchval("SELECT count(*) FROM trades WHERE market = $1", m) == 0
-        assert await pool.fetchval("SELECT state FROM orders WHERE market = $1 AND side = 'sell'", m) == "pending"
-        await tx.commit()
-        await settle.flush_events()
-        assert await pool.fetchval("SELECT count(*) FROM trades WHERE market = $1", m) == 1
-        assert await pool.fetchval("SELECT state FROM orders WHERE market = $1 AND side = 'sell'", m) == "open"
-        async with pool.acquire() as conn:
-            assert await run_audit(conn) == []
-    finally:
-        await holder.close()
-        await redis.aclose()
-        await pool.close()
+    async with traders_flow(db_url, redis_url, BUYER, SELLER) as (flow, m):
+        pool = flow.pool
+        holder = await asyncpg.connect(db_url)
+        try:
+            await flow.send(0, [PlaceOrderRequest("s", "", SELLER, m, "sell", "limit", "100", "0.010", None, 1),
+                                PlaceOrderRequest("b", "", BUYER, m, "buy", "limit", "101", "0.004", None, 2)])
+            await flow.drain_to_engine()
+            tx = holder.transaction()
+            await tx.start()
+            await holder.execute("SELECT 1 FROM settlement_offsets WHERE market = $1 FOR UPDATE", m)
+            settle = flow.settlements[m]
+            assert await settle.step(block_ms=0) > 0  # computed and sent; its write waits for the lock
+            await asyncio.sleep(0.3)
+            assert await pool.fetchval("SELECT count(*) FROM trades WHERE market = $1", m) == 0
+            assert await pool.fetchval("SELECT state FROM orders WHERE market = $1 AND side = 'sell'", m) == "pending"
+            await tx.commit()
+            await settle.flush_events()
+            assert await pool.fetchval("SELECT count(*) FROM trades WHERE market = $1", m) == 1
+            assert await pool.fetchval("SELECT state FROM orders WHERE market = $1 AND side = 'sell'", m) == "open"
+            assert await flow.audit() == []
+        finally:
+            await holder.close()
