@@ -58,20 +58,19 @@ async def upsert_journal_and(
     on locked rows). Sound because, besides the consumer itself, only a deposit reversal lowers
     an available balance; everything else concurrent (settlement, deposit credits, withdrawal
     releases) only raises it, which cannot invalidate an accepted freeze."""
-    net = {k: v for k, v in net.items() if v[0] or v[1]}  # a pair whose changes cancel out writes nothing
+    ints, assets = balance_arrays(net)  # a pair whose changes cancel out writes nothing
     ctes = "".join(f", also{i} AS ({sql})" for i, sql in enumerate(also))
     available = ("CASE WHEN EXCLUDED.available >= 0 OR b.available + EXCLUDED.available >= 0 "
                  "THEN b.available + EXCLUDED.available ELSE ledger_refuse('CF001', format('available balance "
                  "of user %s in %s fell under a batch computed without locks', b.user_id, b.asset)) END"
                  if guard else "b.available + EXCLUDED.available")
-    if not net:
+    if not assets:
         if also:
             # alone, their parameters are $1...: shift them down by the six of the combined form
             shift = ALSO_FIRST - 1
             sql = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) - shift}", f"WITH {ctes[2:]} SELECT 1")
             await conn.execute(sql, *also_args)
         return []
-    ints, assets = balance_arrays(net)
     try:
         rows = await conn.fetch(
             f"""
