@@ -17,7 +17,12 @@ per XADD entry as ledger/intake_protocol.py allows, in three phases:
    (`--latency-rate`, default 5,000/s, for `--latency-s`): for each order, from its intake
    timestamp to the moment the settlement's first non-pending `order` event for it arrives
    (published right after the settlement commit), heard through a pattern subscription to the
-   user-event channels (so the ledger publishes every user's events): `p50_ms`, `p99_ms`;
+   user-event channels (so the ledger publishes every user's events; `--latency-listeners N`
+   listens to users 1..N only and measures their orders): `p50_ms`, `p99_ms`. The listener
+   parses the raw pub/sub stream with hiredis (bench/pubsub_listener.py): through redis-py's
+   PubSub it took about 60% of a core at 5,000 orders/s, which the system under test then lacked
+   (p50 30-100 ms instead of about 16). Where the time goes: `intake_to_match_in_*` and
+   `intake_to_match_out_*` (from the stream entries' Redis times), for both latency phases;
 3. throughput (`--throughput-s`, default 30). The flow is generated and encoded before the
    phase's clock starts (`--prebuild` requests, default 1,500,000; more are generated on the way
    if needed), so the load generator takes little of the 2 cores from the system it measures
@@ -215,32 +220,34 @@ class Sender:
         return total
 
 
-async def _latency_phase(redis_url: str, sender: Sender, flow: Flow, rate: int, seconds: float) -> list[float]:
-    import redis.asyncio as aioredis
+async def _latency_phase(redis_url: str, sender: Sender, flow: Flow, rate: int, seconds: float,
+                         listeners: int) -> list[float]:
+    """Latencies of the placements of users 1..`listeners` (every user's with `listeners` 0, heard
+    through a pattern subscription, so the ledger then publishes every user's events)."""
+    import msgspec
 
-    from ledger.intake_protocol import decode_user_events
+    from bench.pubsub_listener import Listener
+    from ledger.intake_protocol import user_events_channel
 
-    sub_client = aioredis.from_url(redis_url)
-    pubsub = sub_client.pubsub()
-    await pubsub.psubscribe("user:events:*")
+    decode = msgspec.msgpack.Decoder().decode
     seen: set[int] = set()
     latencies: list[float] = []
-    stop = asyncio.Event()
+    watched = listeners if listeners > 0 else flow.users
 
-    async def listen() -> None:
-        while not stop.is_set():
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
-            if msg is None:
-                continue
-            now_ms = time.time_ns() / 1e6
-            for ev in decode_user_events(msg["data"]).get("events", ()):
-                if ev.get("type") == "order" and ev.get("state") != "pending":
-                    oid = int(ev["order_id"])
-                    if oid not in seen:
-                        seen.add(oid)
-                        latencies.append(now_ms - int(ev["ts_ms"]))
+    def on_message(_channel: bytes, data: bytes) -> None:
+        now_ms = time.time_ns() / 1e6
+        for ev in decode(data).get("events", ()):
+            if ev.get("type") == "order" and ev.get("state") != "pending":
+                oid = int(ev["order_id"])
+                if oid not in seen:
+                    seen.add(oid)
+                    latencies.append(now_ms - int(ev["ts_ms"]))
 
-    listener = asyncio.create_task(listen())
+    listener = Listener(redis_url, on_message)
+    if listeners > 0:
+        await listener.start(channels=[user_events_channel(u) for u in range(1, listeners + 1)])
+    else:
+        await listener.start(pattern="user:events:*")
     tick_s = 0.01
     per_tick = max(1, int(rate * tick_s))
     t0 = time.perf_counter()
@@ -252,7 +259,7 @@ async def _latency_phase(redis_url: str, sender: Sender, flow: Flow, rate: int, 
         for _ in range(per_tick):
             user, req, is_place = flow.next(ts)
             batch.append((user, req))
-            placed += is_place
+            placed += is_place and user <= watched
         await sender.send(batch)
         delay = t0 + (i + 1) * tick_s - time.perf_counter()
         if delay > 0:
@@ -260,10 +267,7 @@ async def _latency_phase(redis_url: str, sender: Sender, flow: Flow, rate: int, 
     deadline = time.monotonic() + 60
     while len(seen) < placed and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a counter
         await asyncio.sleep(0.1)
-    stop.set()
-    await listener
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
-    await sub_client.aclose()
+    await listener.close()
     return latencies
 
 
@@ -298,33 +302,23 @@ async def _online(redis_url: str, users: int) -> AsyncIterator[list[int]]:
     connection SUBSCRIBEd to their event channels, counting the messages (yields the count, as a
     one-item list). The ledger builds and publishes user events only for users with a subscriber
     (ledger/online.py), so with nobody listening the phase would not pay for events at all."""
-    import redis.asyncio as aioredis
-
+    from bench.pubsub_listener import Listener
     from ledger.intake_protocol import user_events_channel
 
     received = [0]
     if users <= 0:
         yield received
         return
-    client = aioredis.from_url(redis_url)
-    pubsub = client.pubsub()
-    await pubsub.subscribe(*[user_events_channel(u) for u in range(1, users + 1)])
-    stop = asyncio.Event()
 
-    async def listen() -> None:
-        while not stop.is_set():
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
-            if msg is not None:
-                received[0] += 1
+    def on_message(_channel: bytes, _data: bytes) -> None:
+        received[0] += 1
 
-    task = asyncio.create_task(listen())
+    listener = Listener(redis_url, on_message)
+    await listener.start(channels=[user_events_channel(u) for u in range(1, users + 1)])
     try:
         yield received
     finally:
-        stop.set()
-        await task
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
-        await client.aclose()
+        await listener.close()
 
 
 async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: float, max_backlog: int,
@@ -407,7 +401,8 @@ async def _hops(redis: Any, t0_ms: int, t1_ms: int) -> dict[str, float]:
                 for item in decode(fields[b"b"]):
                     if t0_ms <= item.ts_ms <= t1_ms:
                         sink.append(entry_ms - item.ts_ms)
-    return {"intake_to_match_in_p50_ms": _pct(to_in, 0.5), "intake_to_match_out_p50_ms": _pct(to_out, 0.5)}
+    return {"intake_to_match_in_p50_ms": _pct(to_in, 0.5), "intake_to_match_in_p99_ms": _pct(to_in, 0.99),
+            "intake_to_match_out_p50_ms": _pct(to_out, 0.5), "intake_to_match_out_p99_ms": _pct(to_out, 0.99)}
 
 
 def _cpu_s(pid: int) -> float:
@@ -457,16 +452,19 @@ async def _measure(args: argparse.Namespace, db_url: str, redis_url: str,
         if any(p.poll() is not None for p in procs):
             raise RuntimeError("a service exited at start; see its log")
         sender = Sender(redis, args.shards, args.per_entry)
+        listeners = args.latency_listeners
         flow = Flow(args.users, args.shards, args.seed)
         low: list[float] = []
         hops: dict[str, float] = {}
         if args.warmup_s > 0:  # discarded: the first orders meet unprepared statements and cold caches
-            await _latency_phase(redis_url, sender, flow, args.low_rate or 500, args.warmup_s)
+            await _latency_phase(redis_url, sender, flow, args.low_rate or 500, args.warmup_s, listeners)
         if args.low_rate:
             t0_ms = _now_ms()
-            low = await _latency_phase(redis_url, sender, flow, args.low_rate, args.latency_s / 2)
+            low = await _latency_phase(redis_url, sender, flow, args.low_rate, args.latency_s / 2, listeners)
             hops = {f"low_load_{k}": v for k, v in (await _hops(redis, t0_ms, _now_ms())).items()}
-        latencies = await _latency_phase(redis_url, sender, flow, args.latency_rate, args.latency_s)
+        t0_ms = _now_ms()
+        latencies = await _latency_phase(redis_url, sender, flow, args.latency_rate, args.latency_s, listeners)
+        hops.update(await _hops(redis, t0_ms, _now_ms()))
         async with _online(redis_url, args.online_users) as received:
             result = await _throughput_phase(pool, sender, flow, args.throughput_s, args.max_backlog, args.chunk,
                                               args.prebuild)
@@ -484,6 +482,7 @@ async def _measure(args: argparse.Namespace, db_url: str, redis_url: str,
         "redis_xadd_per_s": round(xadd_rate, 1),
         "users": args.users, "markets": len(MARKETS), "intake_shards": args.shards,
         "requests_per_entry": args.per_entry, "seed": args.seed,
+        "latency_listeners": listeners or "all users (pattern subscription)",
         "settings": "redis appendfsync everysec; postgres fsync=off full_page_writes=off; 2 shared cores",
     }
 
@@ -553,6 +552,10 @@ def main() -> None:
                         help="requests of the throughput phase generated before its clock starts (default 1,500,000)")
     parser.add_argument("--latency-rate", type=int, default=5000)
     parser.add_argument("--latency-s", type=float, default=10.0)
+    parser.add_argument("--latency-listeners", type=int, default=0,
+                        help="measure latency on the placements of users 1..N only, subscribing their event channels "
+                             "(default 0: every user's, through a pattern subscription, so the ledger publishes "
+                             "events for every user)")
     parser.add_argument("--warmup-s", type=float, default=2.0,
                         help="orders at the low rate before the latency phases, not measured (default 2 s)")
     parser.add_argument("--low-rate", type=int, default=500,
