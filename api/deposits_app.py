@@ -226,6 +226,7 @@ def serve(args: argparse.Namespace) -> int:
     """`coffer api deposits`: run under uvicorn on --host/--port (default from Settings)."""
     import uvicorn
 
+    from coffer import event_loop
     from coffer.settings import Settings
     from wallet.config import ENV_VAR, load_config
     from wallet.errors import ConfigError
@@ -242,7 +243,8 @@ def serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.deposit_api_port
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(config), host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
+    uvicorn.run(create_app(config), host=host, port=port, log_level=settings.log_level.lower(), access_log=False,
+                loop=event_loop.chosen())
     return 0
 
 

@@ -317,6 +317,7 @@ def serve(args: argparse.Namespace) -> int:
     """`coffer api trading`: run under uvicorn on --host/--port (default from Settings)."""
     import uvicorn
 
+    from coffer import event_loop
     from coffer.settings import Settings
 
     settings = Settings.from_env()
@@ -325,5 +326,5 @@ def serve(args: argparse.Namespace) -> int:
     port = args.port or settings.trading_api_port
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(config), host=host, port=port, log_level=settings.log_level.lower(),
-                access_log=False, ws="websockets-sansio", ws_max_size=64 * 1024)
+                access_log=False, ws="websockets-sansio", ws_max_size=64 * 1024, loop=event_loop.chosen())
     return 0

@@ -83,7 +83,20 @@ def run_handler(func: object, args: argparse.Namespace, prog: str = "coffer") ->
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run_handler(args.func, args)
+    return run_handler(_on_chosen_loop(args.func), args)
+
+
+def _on_chosen_loop(func: object) -> object:
+    """`func`, run after installing the event loop of COFFER_EVENT_LOOP (coffer/event_loop.py),
+    so a bad setting is reported as any other user error."""
+
+    def call(args: argparse.Namespace) -> object:
+        from coffer.event_loop import install
+
+        install()
+        return func(args)  # type: ignore[operator]
+
+    return call
 
 
 if __name__ == "__main__":
