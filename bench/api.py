@@ -142,6 +142,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--read-seconds", type=float, default=5.0, help="then signed GET /balances (0: skip)")
     args = parser.parse_args()
+    from coffer.event_loop import install
+
+    loop_name = install()  # as the coffer processes do (coffer/event_loop.py)
 
     from coffer.localservices import PostgresServer, RedisServer, free_port
     from coffer.supervisor import terminate_groups
@@ -179,7 +182,7 @@ def main() -> None:
         result["load_avg_1m"] = round(os.getloadavg()[0], 2)
         result["api_processes"] = 1
         result["settings"] = "postgres fsync=off; redis appendfsync everysec; 2 shared cores; client in-process"
-        print(json.dumps(result))
+        print(json.dumps({**result, "event_loop": loop_name}))
     finally:
         terminate_groups(procs)
         pg_server.stop()

@@ -172,6 +172,9 @@ def main() -> None:
                         help="users 1..N listening on their event channels (default 200; -1: a pattern subscriber)")
     parser.add_argument("--profile", help="write cProfile stats of the two timed phases to PATH.intake / PATH.settle")
     args = parser.parse_args()
+    from coffer.event_loop import install
+
+    loop_name = install()  # as the coffer processes do (coffer/event_loop.py)
     from tests.harness import make_tempdir, new_database
 
     pg = PostgresServer(make_tempdir("coffer-bench-pg-"), fast_unsafe=True)
@@ -191,7 +194,7 @@ def main() -> None:
         for server in (pg, rs):  # the data directories (a PostgreSQL cluster each run)
             shutil.rmtree(server.directory, ignore_errors=True)
     result["online_users"] = "all (pattern subscriber)" if args.online_users < 0 else args.online_users
-    print(json.dumps(result))
+    print(json.dumps({**result, "event_loop": loop_name}))
 
 
 if __name__ == "__main__":

@@ -117,7 +117,10 @@ def main() -> None:
     parser.add_argument("--xadds", type=int, default=100_000)
     parser.add_argument("--snapshot-interval", type=float, default=1.0, help="seconds between snapshots")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(_main(args))))
+    from coffer.event_loop import install
+
+    loop_name = install()  # as the coffer processes do (coffer/event_loop.py)
+    print(json.dumps({**asyncio.run(_main(args)), "event_loop": loop_name}))
 
 
 if __name__ == "__main__":

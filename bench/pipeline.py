@@ -566,8 +566,11 @@ def main() -> None:
                         help="2 (as `coffer up`): intake and settlement in two processes; 1: one `ledger run`")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (data and service logs)")
     args = parser.parse_args()
+    from coffer.event_loop import install
+
+    loop_name = install()  # as the coffer processes do (coffer/event_loop.py)
     result = run(args)
-    print(json.dumps(result))
+    print(json.dumps({**result, "event_loop": loop_name}))
 
 
 if __name__ == "__main__":

@@ -174,6 +174,9 @@ def main() -> None:
     parser.add_argument("--hit-ratio", type=float, default=0.1)
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end run through the regtest server")
     args = parser.parse_args()
+    from coffer.event_loop import install
+
+    loop_name = install()  # as the coffer processes do (coffer/event_loop.py)
     rng = random.Random(1)
     t0 = time.perf_counter()
     registered = make_addresses(args.addresses)
@@ -216,7 +219,7 @@ def main() -> None:
     }
     if not args.no_e2e:
         figures.update(end_to_end(registered, owner, args.outputs, rounds=5))
-    print(json.dumps(figures))
+    print(json.dumps({**figures, "event_loop": loop_name}))
 
 
 if __name__ == "__main__":
