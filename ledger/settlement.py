@@ -88,14 +88,39 @@ class _Write:
     applied: bool  # it applies events (else it moves only the stream position)
 
 
+# A user event as computed, before anyone asked who listens: (user, kind, values of that kind's
+# fields in `_EVENT_FIELDS` order). A tuple costs a fraction of the dict it becomes, and it becomes
+# one only for a user with a subscriber.
+_FILL, _ORDER, _CANCEL_REJECTED = 0, 1, 2
+_EVENT_FIELDS = (
+    ("fill", ("market", "order_id", "side", "liquidity", "seq", "price_ticks", "qty_lots", "base_amount",
+              "quote_amount", "fee", "fee_asset", "ts_ms")),
+    ("order", ("market", "order_id", "state", "filled_lots", "ts_ms")),
+    ("cancel_rejected", ("market", "order_id", "reason", "ts_ms")),
+)
+PendingEvent = tuple[Any, ...]
+
+
 @dataclass
 class SettleResult:
     applied: int = 0
     skipped: int = 0
-    events: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
-    # the users whose events are built and published: those with a subscriber (ledger/online.py)
+    users: set[int] = field(default_factory=set)  # every user the batch's events name
+    pending: list[PendingEvent] = field(default_factory=list)  # their events, in seq order
+    # the users whose events are published: those with a subscriber (ledger/online.py), asked
+    # while the batch is written
     listeners: Collection[int] = frozenset()
     balances: list[tuple[int, str, int, int]] = field(default_factory=list)
+
+    def events(self) -> dict[int, list[dict[str, Any]]]:
+        """The listeners' events as the maps published, per user, in seq order."""
+        out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        listeners = self.listeners
+        for ev in self.pending:
+            if ev[0] in listeners:
+                kind, names = _EVENT_FIELDS[ev[1]]
+                out[ev[0]].append({"type": kind, **dict(zip(names, ev[2:], strict=True))})
+        return out
 
 
 @dataclass
@@ -261,7 +286,18 @@ class SettlementConsumer(RecoveringLoop):
         next batch comes: at low load that could be a whole XREAD block later). Each batch's
         publishing starts after the batch before it started its own and waits for it, so each
         user's events stay in order."""
-        result = await self._write(prepared, before)
+        res = prepared.result
+        # who listens, asked now that the batch is read (ledger/online.py), while it is written
+        listening = (asyncio.ensure_future(self._online.among(res.users))
+                     if self.publish_events and res.applied else None)
+        try:
+            result = await self._write(prepared, before)
+        except BaseException:
+            if listening is not None:
+                listening.cancel()
+            raise
+        if listening is not None:
+            result.listeners = await listening
         if before is not None:  # committed before this one (this statement waited for it)
             await asyncio.wait([before])
         if self.publish_events and result.applied and result.listeners:
@@ -340,7 +376,7 @@ class SettlementConsumer(RecoveringLoop):
         return f"settlement {self.symbol}"
 
     async def _publish(self, result: SettleResult) -> None:
-        per_user, listeners = result.events, result.listeners
+        per_user, listeners = result.events(), result.listeners
         for user, asset, available, frozen in result.balances:
             if user in listeners:
                 per_user[user].append({"type": "balance", "asset": asset, "available": available, "frozen": frozen})
@@ -403,13 +439,8 @@ class SettlementConsumer(RecoveringLoop):
                 users.add(e.user)
                 if type(e) is not EvCancelReject:
                     oids.add(e.oid)
-        if self.publish_events:
-            # who listens, asked now that the batch is read (ledger/online.py), while the orders load
-            _loaded, listeners = await asyncio.gather(self._load_orders(oids), self._online.among(users))
-        else:
-            await self._load_orders(oids)
-            listeners = frozenset()
-        res.listeners = listeners
+        await self._load_orders(oids)
+        res.users = users
         orders = self._orders
         command_rows = self._commands.segment(fresh, lambda oid: orders[oid].state)  # before states change
         command_completed = self._commands.completed
@@ -417,7 +448,8 @@ class SettlementConsumer(RecoveringLoop):
         trade_sides: list[str] = []
         net: dict[tuple[int, str], list[int]] = {}  # the batch's net change per (user, asset)
         symbol, base, quote = self.symbol, m.base, m.quote
-        events_of = res.events
+        pending = res.pending if self.publish_events else []
+        event = pending.append
         dirty: set[int] = set()
         mark = dirty.add
 
@@ -442,21 +474,14 @@ class SettlementConsumer(RecoveringLoop):
                                quote_amount, eff.buyer_fee, eff.seller_fee, ts_ms))
                 trade_sides.append(taker_side)
                 for o, fee, fee_asset in ((buy, eff.buyer_fee, base), (sell, eff.seller_fee, quote)):
-                    if o.user_id not in listeners:
-                        continue
-                    events_of[o.user_id].append({
-                        "type": "fill", "market": symbol, "order_id": o.id, "side": o.side,
-                        "liquidity": "taker" if o.side == taker_side else "maker", "seq": seq,
-                        "price_ticks": price, "qty_lots": qty, "base_amount": eff.base_amount,
-                        "quote_amount": quote_amount, "fee": fee, "fee_asset": fee_asset, "ts_ms": ts_ms})
+                    event((o.user_id, _FILL, symbol, o.id, o.side, "taker" if o.side == taker_side else "maker",
+                           seq, price, qty, eff.base_amount, quote_amount, fee, fee_asset, ts_ms))
             elif type(e) is EvOpen:
                 o = orders[e.oid]
                 if o.state == "pending":
                     o.state = "open"
                     mark(o.id)
-                if o.user_id in listeners:
-                    events_of[o.user_id].append({"type": "order", "market": symbol, "order_id": o.id,
-                                                 "state": "open", "filled_lots": o.filled_lots, "ts_ms": e.ts_ms})
+                event((o.user_id, _ORDER, symbol, o.id, "open", o.filled_lots, e.ts_ms))
             elif type(e) is EvDone:
                 o = orders[e.oid]
                 add_deltas(net, release_deltas(o.user_id, o.frozen_asset, o.frozen_remaining))
@@ -464,12 +489,9 @@ class SettlementConsumer(RecoveringLoop):
                 o.state = FINAL_STATE[e.reason]
                 o.done_reason = e.detail or e.reason
                 mark(o.id)
-                if o.user_id in listeners:
-                    events_of[o.user_id].append({"type": "order", "market": symbol, "order_id": o.id,
-                                                 "state": o.state, "filled_lots": o.filled_lots, "ts_ms": e.ts_ms})
-            elif e.user in listeners:  # cancel_reject
-                events_of[e.user].append({"type": "cancel_rejected", "market": symbol, "order_id": e.oid,
-                                          "reason": e.reason, "ts_ms": e.ts_ms})
+                event((o.user_id, _ORDER, symbol, o.id, o.state, o.filled_lots, e.ts_ms))
+            else:  # cancel_reject
+                event((e.user, _CANCEL_REJECTED, symbol, e.oid, e.reason, e.ts_ms))
         changed = [orders[oid] for oid in sorted(dirty)]  # snapshots: the next batch changes these objects
         order_ints = [[o.id for o in changed], [o.frozen_remaining for o in changed],
                       [o.filled_lots for o in changed], [o.filled_quote for o in changed],

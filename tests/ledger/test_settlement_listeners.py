@@ -13,7 +13,13 @@ from redis.asyncio.client import PubSub
 
 import ledger.settlement
 from ledger.intake import publish_many
-from ledger.intake_protocol import PlaceOrderRequest, Request, decode_user_events, user_events_channel
+from ledger.intake_protocol import (
+    CancelRequest,
+    PlaceOrderRequest,
+    Request,
+    decode_user_events,
+    user_events_channel,
+)
 from tests.ledger.flow import Pipeline, traders_pool
 
 BUYER, SELLER = 11, 12
@@ -42,8 +48,11 @@ async def _received(pubsub: PubSub) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+Received = list[tuple[str, dict[str, Any]]]
+
+
 async def _run(db_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch, subscribe: list[str],
-               psubscribe: list[str]) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+               psubscribe: list[str], *, late_cancel: bool = False) -> tuple[Received, list[str]]:
     """Trade on a fresh market with `subscribe` / `psubscribe` listening; returns what the listener
     received (the intake consumer publishes balance events of its freezes too) and the channels
     settlement published to."""
@@ -65,7 +74,18 @@ async def _run(db_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch, sub
         await _confirmed(listener, len(subscribe) + len(psubscribe))
         flow = Pipeline(pool, redis, [m], shards=1)
         await flow.start()
-        await flow.send(0, _orders(m))
+        orders = _orders(m)
+        if late_cancel:
+            # b1's cancel passes the intake while b1 is still pending there (the engine has not
+            # run yet) and reaches the engine after b1 filled: the engine rejects it
+            await flow.send(0, orders[:2])
+            for intake in flow.intakes:
+                while await intake.step(block_ms=0):
+                    pass
+                await intake.flush_events()
+            b1 = await pool.fetchval("SELECT id FROM orders WHERE user_id = $1 AND market = $2", BUYER, m)
+            orders = [CancelRequest("c", "", BUYER, m, 4, order_id=b1), orders[2]]
+        await flow.send(0, orders)
         await flow.drain()
         await asyncio.sleep(0.1)
         return await _received(listener), published
@@ -108,3 +128,19 @@ async def test_a_pattern_subscriber_gets_every_users_events(db_url: str, redis_u
     assert set(published) == {user_events_channel(BUYER), user_events_channel(SELLER)}
     assert _kinds(got, user_events_channel(BUYER)) == BUYER_EVENTS
     assert _kinds(got, user_events_channel(SELLER)) == SELLER_EVENTS
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_the_engine_rejects_is_an_event_of_its_own(db_url: str, redis_url: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    got, _published = await _run(db_url, redis_url, monkeypatch, [user_events_channel(BUYER)], [], late_cancel=True)
+    events = [ev for ch, ev in got if ch == user_events_channel(BUYER) and ev["type"] != "balance"]
+    assert [e["type"] for e in events] == ["fill", "order", "cancel_rejected", "fill", "order"]
+    rejected = events[2]
+    assert rejected["order_id"] == events[1]["order_id"] and events[1]["state"] == "filled"
+    assert set(rejected) == {"type", "market", "order_id", "reason", "ts_ms"} and rejected["ts_ms"] == 4
+    assert rejected["reason"]
+    fill = events[0]
+    assert list(fill) == ["type", "market", "order_id", "side", "liquidity", "seq", "price_ticks", "qty_lots",
+                          "base_amount", "quote_amount", "fee", "fee_asset", "ts_ms"]
+    assert (fill["side"], fill["liquidity"], fill["fee_asset"]) == ("buy", "taker", "BTC")
