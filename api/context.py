@@ -119,8 +119,10 @@ class TradingContext:
         import asyncpg
         import redis.asyncio as aioredis
 
+        from coffer.pgpool import keep_session
+
         master = load_master_key(self.config.env, self.config.data_dir)
-        self.pool = await asyncpg.create_pool(self.config.database_url, min_size=1, max_size=10)
+        self.pool = await asyncpg.create_pool(self.config.database_url, min_size=1, max_size=10, reset=keep_session)
         self.redis = aioredis.from_url(self.config.redis_url)
         self.auth = Authenticator(KeyCache(self.pool, master), self.redis, window_ms=self.config.window_ms,
                                   rate_per_s=self.config.rate_per_s)

@@ -17,6 +17,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
+from coffer.pgpool import keep_session
 from coffer.settings import Settings
 from ledger.errors import LedgerError
 from ledger.intake import IntakeConsumer
@@ -46,14 +47,6 @@ async def _withdrawal_processor(pool: object, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=delay_s)
         except TimeoutError:
             delay_s = min(delay_s * 2, 30.0)
-
-
-async def keep_session(conn: object) -> None:
-    """Pool `reset`: nothing beyond asyncpg's own (an open transaction is rolled back). Nothing on
-    this pool sets session state, LISTENs or takes session-level advisory locks (only
-    `pg_advisory_xact_lock`), so the default reset query (`pg_advisory_unlock_all(); CLOSE ALL;
-    UNLISTEN *; RESET ALL`) would only cost every consumer batch one more round trip."""
-    return None
 
 
 # random_page_cost 1.1: the ledger's working set (balances, live orders, recent trades) is in
