@@ -88,17 +88,10 @@ class _Write:
     applied: bool  # it applies events (else it moves only the stream position)
 
 
-# A user event as computed, before anyone asked who listens: (user, kind, values of that kind's
-# fields in `_EVENT_FIELDS` order). A tuple costs a fraction of the dict it becomes, and it becomes
-# one only for a user with a subscriber.
-_FILL, _ORDER, _CANCEL_REJECTED = 0, 1, 2
-_EVENT_FIELDS = (
-    ("fill", ("market", "order_id", "side", "liquidity", "seq", "price_ticks", "qty_lots", "base_amount",
-              "quote_amount", "fee", "fee_asset", "ts_ms")),
-    ("order", ("market", "order_id", "state", "filled_lots", "ts_ms")),
-    ("cancel_rejected", ("market", "order_id", "reason", "ts_ms")),
-)
-PendingEvent = tuple[Any, ...]
+# An order's own event as computed, before anyone asked who listens: (seq, user, oid, state,
+# filled_lots, ts_ms), or (seq, user, oid, None, reason, ts_ms) for a cancel the engine rejected.
+# The fills come from the batch's trade rows. Maps are built only for users with a subscriber.
+OrderEvent = tuple[int, int, int, str | None, Any, int]
 
 
 @dataclass
@@ -106,21 +99,45 @@ class SettleResult:
     applied: int = 0
     skipped: int = 0
     users: set[int] = field(default_factory=set)  # every user the batch's events name
-    pending: list[PendingEvent] = field(default_factory=list)  # their events, in seq order
+    # the batch's trades (rows as `_Prepared.trade_ints` has them, one tuple per trade; their taker
+    # sides) and order events, in seq order: the user events, before they are built
+    trades: list[tuple[int, ...]] = field(default_factory=list)
+    trade_sides: list[str] = field(default_factory=list)
+    order_events: list[OrderEvent] = field(default_factory=list)
     # the users whose events are published: those with a subscriber (ledger/online.py), asked
     # while the batch is written
     listeners: Collection[int] = frozenset()
     balances: list[tuple[int, str, int, int]] = field(default_factory=list)
 
-    def events(self) -> dict[int, list[dict[str, Any]]]:
-        """The listeners' events as the maps published, per user, in seq order."""
-        out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    def events(self, symbol: str, base: str, quote: str) -> dict[int, list[dict[str, Any]]]:
+        """The listeners' fill, order and cancel_rejected events as the maps published, per user,
+        in seq order (a trade's buyer's fill before its seller's)."""
         listeners = self.listeners
-        for ev in self.pending:
-            if ev[0] in listeners:
-                kind, names = _EVENT_FIELDS[ev[1]]
-                out[ev[0]].append({"type": kind, **dict(zip(names, ev[2:], strict=True))})
-        return out
+        keyed: dict[int, list[tuple[int, int, dict[str, Any]]]] = defaultdict(list)
+        for row, taker_side in zip(self.trades, self.trade_sides, strict=True):
+            if row[3] not in listeners and row[4] not in listeners:  # the buyer, the seller
+                continue
+            seq, buy_id, sell_id, buyer, seller, price, qty, base_amount, quote_amount, buyer_fee, seller_fee, ts = row
+            for rank, user, oid, side, fee, fee_asset in ((0, buyer, buy_id, "buy", buyer_fee, base),
+                                                         (1, seller, sell_id, "sell", seller_fee, quote)):
+                if user in listeners:
+                    keyed[user].append((seq, rank, {
+                        "type": "fill", "market": symbol, "order_id": oid, "side": side,
+                        "liquidity": "taker" if side == taker_side else "maker", "seq": seq,
+                        "price_ticks": price, "qty_lots": qty, "base_amount": base_amount,
+                        "quote_amount": quote_amount, "fee": fee, "fee_asset": fee_asset, "ts_ms": ts}))
+        for ev in self.order_events:
+            if ev[1] in listeners:
+                seq, user, oid, state, value, ts = ev
+                keyed[user].append((seq, 0, {"type": "order", "market": symbol, "order_id": oid, "state": state,
+                                             "filled_lots": value, "ts_ms": ts} if state is not None else
+                                    {"type": "cancel_rejected", "market": symbol, "order_id": oid, "reason": value,
+                                     "ts_ms": ts}))
+        return {user: [ev for _seq, _rank, ev in sorted(items, key=_seq_rank)] for user, items in keyed.items()}
+
+
+def _seq_rank(item: tuple[int, int, dict[str, Any]]) -> tuple[int, int]:
+    return item[0], item[1]
 
 
 @dataclass
@@ -376,7 +393,9 @@ class SettlementConsumer(RecoveringLoop):
         return f"settlement {self.symbol}"
 
     async def _publish(self, result: SettleResult) -> None:
-        per_user, listeners = result.events(), result.listeners
+        assert self.market is not None
+        per_user = result.events(self.symbol, self.market.base, self.market.quote)
+        listeners = result.listeners
         for user, asset, available, frozen in result.balances:
             if user in listeners:
                 per_user[user].append({"type": "balance", "asset": asset, "available": available, "frozen": frozen})
@@ -447,9 +466,8 @@ class SettlementConsumer(RecoveringLoop):
         trades: list[tuple[int, ...]] = []  # the bigint columns of `_TRADE_INSERT`, one tuple per trade
         trade_sides: list[str] = []
         net: dict[tuple[int, str], list[int]] = {}  # the batch's net change per (user, asset)
-        symbol, base, quote = self.symbol, m.base, m.quote
-        pending = res.pending if self.publish_events else []
-        event = pending.append
+        order_events = res.order_events if self.publish_events else []
+        event = order_events.append
         dirty: set[int] = set()
         mark = dirty.add
 
@@ -473,15 +491,12 @@ class SettlementConsumer(RecoveringLoop):
                 trades.append((seq, buy.id, sell.id, buy.user_id, sell.user_id, price, qty, eff.base_amount,
                                quote_amount, eff.buyer_fee, eff.seller_fee, ts_ms))
                 trade_sides.append(taker_side)
-                for o, fee, fee_asset in ((buy, eff.buyer_fee, base), (sell, eff.seller_fee, quote)):
-                    event((o.user_id, _FILL, symbol, o.id, o.side, "taker" if o.side == taker_side else "maker",
-                           seq, price, qty, eff.base_amount, quote_amount, fee, fee_asset, ts_ms))
             elif type(e) is EvOpen:
                 o = orders[e.oid]
                 if o.state == "pending":
                     o.state = "open"
                     mark(o.id)
-                event((o.user_id, _ORDER, symbol, o.id, "open", o.filled_lots, e.ts_ms))
+                event((e.seq, o.user_id, o.id, "open", o.filled_lots, e.ts_ms))
             elif type(e) is EvDone:
                 o = orders[e.oid]
                 add_deltas(net, release_deltas(o.user_id, o.frozen_asset, o.frozen_remaining))
@@ -489,9 +504,9 @@ class SettlementConsumer(RecoveringLoop):
                 o.state = FINAL_STATE[e.reason]
                 o.done_reason = e.detail or e.reason
                 mark(o.id)
-                event((o.user_id, _ORDER, symbol, o.id, o.state, o.filled_lots, e.ts_ms))
+                event((e.seq, o.user_id, o.id, o.state, o.filled_lots, e.ts_ms))
             else:  # cancel_reject
-                event((e.user, _CANCEL_REJECTED, symbol, e.oid, e.reason, e.ts_ms))
+                event((e.seq, e.user, e.oid, None, e.reason, e.ts_ms))
         changed = [orders[oid] for oid in sorted(dirty)]  # snapshots: the next batch changes these objects
         order_ints = [[o.id for o in changed], [o.frozen_remaining for o in changed],
                       [o.filled_lots for o in changed], [o.filled_quote for o in changed],
@@ -501,6 +516,8 @@ class SettlementConsumer(RecoveringLoop):
         res.applied = len(fresh)
         # the trades as one bigint[12][k] (a row per column: transposed in C) and their taker sides
         trade_ints = [list(col) for col in zip(*trades, strict=True)]
+        if self.publish_events:
+            res.trades, res.trade_sides = trades, trade_sides
         prepared = _Prepared(base_seq, self._seq, last_id, trade_ints, trade_sides, order_ints, order_texts,
                              command_rows, command_completed, net, res, frozenset(dirty))
         self._forget(prepared.dirty_ids)
