@@ -133,7 +133,10 @@ class SettleResult:
                                              "filled_lots": value, "ts_ms": ts} if state is not None else
                                     {"type": "cancel_rejected", "market": symbol, "order_id": oid, "reason": value,
                                      "ts_ms": ts}))
-        return {user: [ev for _seq, _rank, ev in sorted(items, key=_seq_rank)] for user, items in keyed.items()}
+        out: dict[int, list[dict[str, Any]]] = defaultdict(list)  # the caller adds balance events
+        for user, items in keyed.items():
+            out[user] = [ev for _seq, _rank, ev in sorted(items, key=_seq_rank)]
+        return out
 
 
 def _seq_rank(item: tuple[int, int, dict[str, Any]]) -> tuple[int, int]:
