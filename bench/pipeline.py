@@ -224,19 +224,16 @@ async def _latency_phase(redis_url: str, sender: Sender, flow: Flow, rate: int, 
                          listeners: int) -> list[float]:
     """Latencies of the placements of users 1..`listeners` (every user's with `listeners` 0, heard
     through a pattern subscription, so the ledger then publishes every user's events)."""
-    import msgspec
-
     from bench.pubsub_listener import Listener
-    from ledger.intake_protocol import user_events_channel
+    from ledger.intake_protocol import decode_user_events, user_events_channel
 
-    decode = msgspec.msgpack.Decoder().decode
     seen: set[int] = set()
     latencies: list[float] = []
     watched = listeners if listeners > 0 else flow.users
 
     def on_message(_channel: bytes, data: bytes) -> None:
         now_ms = time.time_ns() / 1e6
-        for ev in decode(data).get("events", ()):
+        for ev in decode_user_events(data).get("events", ()):
             if ev.get("type") == "order" and ev.get("state") != "pending":
                 oid = int(ev["order_id"])
                 if oid not in seen:

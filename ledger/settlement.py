@@ -22,6 +22,7 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import asyncpg.exceptions as asyncpg_errors
@@ -139,8 +140,7 @@ class SettleResult:
         return out
 
 
-def _seq_rank(item: tuple[int, int, dict[str, Any]]) -> tuple[int, int]:
-    return item[0], item[1]
+_seq_rank = itemgetter(0, 1)  # a keyed event's (seq, rank)
 
 
 @dataclass
