@@ -514,8 +514,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            # --keep-input: the hop diagnostics read match:in entries of the latency phase
                            ("matcher", ["matcher", "run", "--keep-input",
                                         *[a for m in MARKETS for a in ("--market", m)]])):
+            # the intake logs at INFO: its stop line counts the batches decided without a read
+            level = {"COFFER_LOG_LEVEL": "INFO"} if name in ("ledger", "ledger-intake") else {}
             with open(logs / f"{name}.log", "wb") as log:
-                procs.append(subprocess.Popen([sys.executable, "-m", "coffer", *argv], env=env, stdout=log,
+                procs.append(subprocess.Popen([sys.executable, "-m", "coffer", *argv], env={**env, **level}, stdout=log,
                                               stderr=subprocess.STDOUT, start_new_session=True))
         result = asyncio.run(_measure(args, db_url, redis_server.url, procs))
         # where the CPU went (the whole run, setup excluded for the children)
@@ -529,6 +531,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["cpu_s_note"] = ("whole run (both latency phases and the throughput phase); postgres and redis from "
                                 "the start of the services' work, setup excluded; 2 cores = 2 CPU-seconds per second")
         result["load_avg_1m"] = round(os.getloadavg()[0], 2)
+        terminate_groups(procs)
+        result["intake_stop_line"] = _intake_stop_line(logs / f"{ledgers[0][0]}.log")
         return result
     finally:
         terminate_groups(procs)
@@ -536,6 +540,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         redis_server.stop()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _intake_stop_line(path: Path) -> str:
+    """The intake's own count of batches decided on what it remembered (its stop log line)."""
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if "decided on what it remembered" in ln]
+    return lines[-1].split(": ", 1)[-1] if lines else "not logged"
 
 
 def main() -> None:

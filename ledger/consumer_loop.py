@@ -76,6 +76,11 @@ class RecoveringLoop:
                 backoff = min(backoff * 2, 5.0)
         self._ahead.drop()
         await self.flush_events()
+        log.info("%s stopped%s", self.label, self.summary())
+
+    def summary(self) -> str:
+        """What the stop's log line adds (counters of the consumer's own)."""
+        return f" ({self.errors} recovered failure(s))"
 
 
 class StreamTrimmer:

@@ -86,4 +86,7 @@ async def reverse_deposit(conn: asyncpg.Connection, *, deposit_key: str, reason:
         conn, user_id=row["user_id"], asset=row["asset"], d_available=-int(row["amount"]), d_frozen=0,
         kind="reversal", ref_id=row["id"],
     )
+    # the intake's remembered balances may now be too high: its next write is refused and it
+    # reads them again (migration 0108); in the caller's transaction, with the lowering
+    await conn.execute("UPDATE balance_lowerings SET n = n + 1")
     return True

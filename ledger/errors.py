@@ -49,6 +49,17 @@ class OffsetMovedError(LedgerError):
     of the same stream committed meanwhile): nothing of the batch was written; recover."""
 
 
+class RememberedStateError(LedgerError):
+    """The intake decided a batch on what it remembered (ledger/intake_cache.py) and that may be
+    out of date: a reject that depends on a balance, a client order id already taken, or a
+    deposit reversal since its balances were read (`lowered`). Nothing of the batch was written;
+    it is decided again on a fresh read."""
+
+    def __init__(self, message: str, *, lowered: bool = False) -> None:
+        super().__init__(message)
+        self.lowered = lowered
+
+
 class IntakeProtocolError(LedgerError):
     """An intake stream entry that does not decode into a known request."""
 

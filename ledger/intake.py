@@ -8,7 +8,10 @@ change per (user, asset) (kind `intake`, ref = the batch's last iid), upserts ba
 sorted lock order) and moves the stream offset and the last intake id, only from where the read
 saw them. A small batch's two statements run outside a transaction block (the write commits on
 its own, all or nothing); a big one COPYs its orders in a transaction with the write, and a
-batch holding a withdrawal runs in one transaction that locks the offset row. Then it XADDs
+batch holding a withdrawal runs in one transaction that locks the offset row. Most batches need
+no read statement: what the intake remembers of its users' balances, its orders and its offset
+(ledger/intake_cache.py) serves instead, and a remembered fact in doubt sends the batch to the
+read before anything is written. Then it XADDs
 the accepted commands to each market's `match:in{M}` (one batch per market) and publishes the
 replies. Every forwarded command carries `shard` and a per-shard increasing `iid`, so a
 re-send is dropped by the engine's watermark. On (re)start the consumer re-sends its last
@@ -38,7 +41,14 @@ from ledger.arithmetic import (
     withdrawal_hold_deltas,
 )
 from ledger.consumer_loop import RecoveringLoop, StreamTrimmer
-from ledger.errors import BalanceMovedError, InvalidAmountError, LedgerError, OffsetMovedError
+from ledger.errors import (
+    BalanceMovedError,
+    InvalidAmountError,
+    LedgerError,
+    OffsetMovedError,
+    RememberedStateError,
+)
+from ledger.intake_cache import BatchRead, IntakeCache, Known
 from ledger.intake_protocol import (
     BATCH_FIELD,
     CancelAllRequest,
@@ -58,7 +68,7 @@ from ledger.markets import Market, decimal_to_units, price_to_ticks, qty_to_lots
 from ledger.online import OnlineUsers
 from ledger.order_feed import NewOrder, encode_entry
 from ledger.recovery import forward_guarded, guarded_forward_script, refeed_lost_prefixes
-from ledger.repo import INLINE_ROWS, insert_rows, load_markets, upsert_journal_and
+from ledger.repo import INLINE_ROWS, insert_rows, load_markets, upsert_journal_select
 from matcher import keys
 from matcher.protocol import BATCH_FIELD as MATCH_FIELD
 from matcher.protocol import CancelOrder, Command, PlaceOrder
@@ -92,17 +102,6 @@ class Asset:
     min_withdrawal: int
 
 
-@dataclass(slots=True)
-class _Known:
-    """An order the batch can refer to (from the database or placed earlier in the batch)."""
-
-    id: int
-    user_id: int
-    market: str
-    client_order_id: str | None
-    state: str
-
-
 class PlaceCommand(msgspec.Struct, frozen=True, gc=False):
     """`matcher.protocol.PlaceOrder` as the intake builds it for every accepted order: the same
     fields in the same order, so it encodes to the same map (a test checks both), at a tenth of
@@ -127,32 +126,20 @@ class PlaceCommand(msgspec.Struct, frozen=True, gc=False):
 Forward = Command | PlaceCommand
 
 
-@dataclass(slots=True)
-class _BatchRead:
-    """What a batch's read statement returns."""
-
-    stream_id: str
-    last_iid: int
-    batch_first_iid: int
-    oids: list[int]
-    users: set[int]
-    balances: dict[tuple[int, str], list[int]]
-    known: list[_Known]
-    settled: dict[str, int]  # market -> last settled seq
-
-
 _IID_KEYS = ("orders_shard_iid_key", "cancel_requests_pkey")  # the unique keys of the commands' intake ids
+_COID_KEY = "orders_user_id_client_order_id_key"
+# the markets' settled seqs, read by the batch's write for the forward's guard (see `_forward_new`)
+_SETTLED_SQL = "SELECT market, last_seq FROM settlement_offsets"
+_IDS_SQL = "SELECT ARRAY(SELECT nextval('order_ids') FROM generate_series(1, $1))"
 
 # $1 shard, $2 new order ids wanted, $3 users, $4 order ids named, $5/$6 (user, client order id)
 # pairs named, $7 users cancelling all. Balance rows locked (locked mode) in (user, asset) order.
-# The markets' settled seqs come along for the forward's guard (see `_forward_new`).
 _READ_SQL = """
 SELECT o.stream_id, o.last_iid, o.batch_first_iid,
        ARRAY(SELECT nextval('order_ids') FROM generate_series(1, $2)) AS oids,
        ARRAY(SELECT id FROM users WHERE id = ANY($3::bigint[])) AS users,
        b.bu, b.ba, b.bav, b.bfr, k.kid, k.ku, k.km, k.kc, k.ks,
-       ARRAY(SELECT market FROM settlement_offsets ORDER BY market) AS s_markets,
-       ARRAY(SELECT last_seq FROM settlement_offsets ORDER BY market) AS s_seqs
+       (SELECT n FROM balance_lowerings) AS lowerings
   FROM intake_offsets o
  CROSS JOIN LATERAL (
        SELECT array_agg(user_id) AS bu, array_agg(asset) AS ba, array_agg(available) AS bav,
@@ -181,7 +168,7 @@ class BatchResult:
     balances: list[tuple[int, str, int, int]] = field(default_factory=list)
     skipped: bool = False
     first_iid: int | None = None  # the batch's first intake id (None: it used none)
-    settled: dict[str, int] = field(default_factory=dict)  # market -> last settled seq, read with the batch
+    settled: dict[str, int] = field(default_factory=dict)  # market -> last settled seq, read by the write
     # market -> the accepted orders' settlement fields, for the new-order feed (ledger/order_feed.py)
     new_orders: dict[str, list[NewOrder]] = field(default_factory=lambda: defaultdict(list))
 
@@ -285,6 +272,9 @@ class IntakeConsumer(RecoveringLoop):
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.errors = 0  # recovered failures since start (tests assert on it)
+        self._cache = IntakeCache()
+        self.remembered = 0  # batches decided without a read (tests and benchmarks read these)
+        self.doubted = 0  # batches decided on memory, then again on a read
         self._guard_script = guarded_forward_script(redis)
         self._publishing: asyncio.Task[None] | None = None
         self._forwarding: asyncio.Task[None] | None = None  # a behind consumer's forward in flight
@@ -306,6 +296,7 @@ class IntakeConsumer(RecoveringLoop):
     async def start(self) -> None:
         """Load offset, markets and assets; re-send the last batch; re-forward above watermarks."""
         self._ahead.drop()
+        self._cache = IntakeCache()  # a restart follows a failure: remember nothing from before
         task, self._forwarding, self._forwarding_from = self._forwarding, None, None
         if task is not None:  # whatever it did, the re-send below covers its batch
             task.cancel()
@@ -394,14 +385,10 @@ class IntakeConsumer(RecoveringLoop):
             self._ahead.start(last_id, self._fetch(last_id, None))
         try:
             try:
-                async with self.pool.acquire() as conn:
-                    if any(isinstance(r, WithdrawRequest) for r in requests):  # a withdrawal writes as it goes
-                        async with conn.transaction():
-                            result = await self.process(conn, requests, last_id, in_transaction=True)
-                    else:
-                        result = await self.process(conn, requests, last_id)
+                result = await self._decide(requests, last_id)
             except BalanceMovedError as exc:  # a deposit reversal raced the batch: decide on locked rows
                 log.info("intake %d: %s; computing the batch again on locked balance rows", self.shard, exc)
+                self._cache.forget_balances()
                 async with self.pool.acquire() as conn, conn.transaction():
                     result = await self.process(conn, requests, last_id, locked=True, in_transaction=True)
         except BaseException:
@@ -422,6 +409,22 @@ class IntakeConsumer(RecoveringLoop):
         if self._trimmer.due():
             await self._trimmer.trim(last_id)  # committed: never read from the stream again
         return n_entries
+
+    async def _decide(self, requests: list[Request], last_id: str) -> BatchResult:
+        """The batch decided on what the intake remembers when it can (one statement), else, or
+        when a remembered fact is in doubt, on a read (two statements)."""
+        async with self.pool.acquire() as conn:
+            if any(isinstance(r, WithdrawRequest) for r in requests):  # a withdrawal writes as it goes
+                async with conn.transaction():
+                    return await self.process(conn, requests, last_id, in_transaction=True)
+            try:
+                return await self.process(conn, requests, last_id, remembered=True)
+            except RememberedStateError as exc:
+                self.doubted += 1
+                if exc.lowered:
+                    self._cache.forget_balances()
+                log.debug("intake %d: %s; deciding the batch again on a read", self.shard, exc)
+                return await self.process(conn, requests, last_id)
 
     async def _fetch(self, from_id: str, block: int | None) -> tuple[int, str, list[Request]] | None:
         """XREAD the entries after `from_id` and decode them: (entries, last entry id, requests)."""
@@ -447,12 +450,16 @@ class IntakeConsumer(RecoveringLoop):
     def label(self) -> str:
         return f"intake {self.shard}"
 
+    def summary(self) -> str:
+        return (f": {self.remembered} batch(es) decided on what it remembered, {self.doubted} of them again on a "
+                f"read; {self.errors} recovered failure(s)")
+
     async def _forward_new(self, forwards: Mapping[str, Sequence[Forward]], settled: dict[str, int],
                            new_orders: Mapping[str, Sequence[NewOrder]]) -> None:
         """Forward a new batch, refused (RedisLossError -> recovery) while Redis has lost engine
         output that settlement applied (`settled`: the markets' last settled seqs): a running
         consumer never puts new commands in front of the re-feed, even when redis-py reconnected
-        to the restarted Redis without an error. `settled` is read with the batch's read statement
+        to the restarted Redis without an error. `settled` is read by the batch's write statement
         (no round trip of its own), so it is older than this check by the batch's own time, some
         milliseconds: output settled in that window and then lost would need Redis to crash and
         come back from its AOF within it, which takes far longer (the same holds, with a shorter
@@ -517,8 +524,10 @@ class IntakeConsumer(RecoveringLoop):
     # ---- the transaction ---------------------------------------------------------------
 
     async def process(self, conn: asyncpg.Connection, requests: list[Request], last_id: str, *,
-                      locked: bool = False, in_transaction: bool = False) -> BatchResult:
-        """Apply one batch (see module docstring) in two statements: one read, one write.
+                      locked: bool = False, in_transaction: bool = False, remembered: bool = False) -> BatchResult:
+        """Apply one batch (see module docstring) in two statements: one read, one write; with
+        `remembered`, in the write alone when what the intake remembers serves instead of the read
+        (ledger/intake_cache.py; RememberedStateError when a remembered fact is in doubt).
 
         The read takes the offset row, order ids, the users' balance rows and the orders the
         batch names; the write stores orders, cancels, journal, balances and the new offset.
@@ -545,12 +554,16 @@ class IntakeConsumer(RecoveringLoop):
                 n_places += 1
                 if r.market not in specs:
                     unknown_market = True
-        off = await self._read(conn, requests, sorted(user_set), n_places, lock_offset=in_transaction,
-                               lock_balances=locked)
+        off = await self._remembered(conn, requests, user_set, n_places) if remembered else None
+        if off is None:
+            off = await self._read(conn, requests, sorted(user_set), n_places, lock_offset=in_transaction,
+                                   lock_balances=locked)
+        else:
+            self.remembered += 1
         if stream_id_key(off.stream_id) >= stream_id_key(last_id):
             res.skipped = True  # another run committed this batch already
+            self._cache.offset = None  # and moved the offset: the next batch reads it
             return res
-        res.settled = off.settled
         if unknown_market:
             await self._load_reference(conn)
             specs = self._specs
@@ -568,6 +581,8 @@ class IntakeConsumer(RecoveringLoop):
 
         # users with a negative balance (left by a reversal); nothing done here makes one
         negative_users = {u for (u, _a), v in bal.items() if v[0] < 0}
+        doubt = off.from_cache  # a reject that depends on a remembered balance is decided on a read
+        placed: list[Known] = []
 
         def negative(user: int) -> bool:
             return user in negative_users
@@ -628,12 +643,16 @@ class IntakeConsumer(RecoveringLoop):
                                        f"{market.quote} units", client_order_id=coid)
                     continue
                 if user in negative_users:
+                    if doubt:
+                        raise RememberedStateError(f"user {user} has a negative remembered balance")
                     reject(r, "place", NEGATIVE_REASON, client_order_id=coid)
                     continue
                 frozen_asset, amount = frz
                 cur = bal.get((user, frozen_asset))
                 have = 0 if cur is None else cur[0]
                 if amount > have:
+                    if doubt:
+                        raise RememberedStateError(f"user {user} has less {frozen_asset} than needed, as remembered")
                     reject(r, "place", f"insufficient available {frozen_asset}: need {amount}, have {have}",
                            client_order_id=coid)
                     continue
@@ -646,7 +665,8 @@ class IntakeConsumer(RecoveringLoop):
                 forwards[symbol].append(PlaceCommand(oid, user, r.side, typ, price, qty, funds, r.tif, r.post_only,
                                                      r.stp, shard, iid, r.ts_ms))
                 new_orders[symbol].append((oid, user, r.side, typ, price, frozen_asset, amount))
-                k = _Known(oid, user, symbol, coid, "pending")
+                k = Known(oid, user, symbol, coid, "pending")
+                placed.append(k)
                 by_id[oid] = k
                 if coid is not None:
                     by_coid[(user, coid)] = k
@@ -687,32 +707,56 @@ class IntakeConsumer(RecoveringLoop):
         if self._forwarding_from is not None:
             resend_from = min(resend_from, self._forwarding_from)
         # the offset moves only from where the read saw it (else nothing of the statement is written)
+        # and, unless the batch's balance rows are locked, only if no reversal lowered a balance since
+        # they were read (CF004: one whose user has no row in the batch could have gone negative)
         also = ["UPDATE intake_offsets SET stream_id = $6, last_iid = $7, batch_first_iid = $8 "
                 "WHERE shard = $5 AND CASE WHEN stream_id = $9 THEN true "
-                "ELSE ledger_refuse('CF002', 'the intake offset moved') = 0 END"]
-        also_args: list[Any] = [self.shard, last_id, iid, resend_from, off.stream_id]
+                "ELSE ledger_refuse('CF002', 'the intake offset moved') = 0 END" + ("" if locked else
+                " AND CASE WHEN (SELECT n FROM balance_lowerings) = $10 THEN true "
+                "ELSE ledger_refuse('CF004', 'a balance was lowered since the batch''s balances were read') = 0 END")]
+        also_args: list[Any] = [self.shard, last_id, iid, resend_from, off.stream_id] + ([] if locked else
+                                                                                          [off.lowerings])
         one_statement = in_transaction or max(len(orders), len(cancels)) <= INLINE_ROWS
         try:
             async with contextlib.nullcontext() if one_statement else conn.transaction():  # COPY + write together
                 await insert_rows(conn, "orders", ORDER_COLUMNS, ORDER_TYPES, orders, also, also_args)
                 await insert_rows(conn, "cancel_requests", CANCEL_COLUMNS, CANCEL_TYPES, cancels, also, also_args)
-                res.balances = await self._write(conn, net, iid, also, also_args, guard=not locked)
+                res.balances, settled = await self._write(conn, net, iid, also, also_args, guard=not locked)
         except asyncpg_errors.PostgresError as exc:
+            if exc.sqlstate == "CF004":  # on memory: read again; after a read: decide on locked rows
+                if off.from_cache:
+                    raise RememberedStateError(str(exc), lowered=True) from exc
+                raise BalanceMovedError(str(exc)) from exc
+            if off.from_cache and getattr(exc, "constraint_name", None) == _COID_KEY:
+                raise RememberedStateError(f"a client order id of the batch is taken ({exc})") from exc
             # the offset's guard, or the batch's intake ids already taken: another consumer of the
             # shard committed from the same offset (nothing of this batch was written)
             if exc.sqlstate == "CF002" or getattr(exc, "constraint_name", None) in _IID_KEYS:
                 raise OffsetMovedError(f"intake {self.shard}: another consumer moved the shard's offset "
                                        f"({exc})") from exc
             raise
+        res.settled = dict(settled)
+        self._cache.committed(off, bal, res.balances, placed, len(placed), (last_id, iid, resend_from))
         return res
 
     async def _write(self, conn: asyncpg.Connection, net: dict[tuple[int, str], list[int]], iid: int,
-                     also: list[str], also_args: list[Any], *, guard: bool) -> list[tuple[int, str, int, int]]:
-        """The batch's write statement (a seam for tests that race it)."""
-        return await upsert_journal_and(conn, net, "intake", iid, tuple(also), tuple(also_args), guard=guard)
+                     also: list[str], also_args: list[Any], *,
+                     guard: bool) -> tuple[list[tuple[int, str, int, int]], list[tuple[str, int]]]:
+        """The batch's write statement (a seam for tests that race it): the new balance rows and
+        the markets' settled seqs."""
+        return await upsert_journal_select(conn, net, "intake", iid, tuple(also), tuple(also_args), guard=guard,
+                                           select=_SETTLED_SQL)
+
+    async def _remembered(self, conn: asyncpg.Connection, requests: list[Request], users: set[int],
+                          n_places: int) -> BatchRead | None:
+        """The batch's read from memory (topping up the order ids drawn ahead), or None."""
+        cache = self._cache
+        if cache.offset is not None and cache.ids_left < n_places:
+            cache.add_ids(await conn.fetchval(_IDS_SQL, max(n_places, 4 * self.batch_size)))
+        return cache.serve(requests, users, n_places, self._specs)
 
     async def _read(self, conn: asyncpg.Connection, requests: list[Request], user_ids: list[int], n_places: int, *,
-                    lock_offset: bool, lock_balances: bool) -> _BatchRead:
+                    lock_offset: bool, lock_balances: bool) -> BatchRead:
         """ONE statement: the offset row, `n_places` new order ids (ids a skipped or refused batch
         draws are gaps, as after any rollback), which users exist, their balance rows, and the
         orders the batch names (by id, by client order id, and the live ones of cancel-all users)."""
@@ -731,11 +775,10 @@ class IntakeConsumer(RecoveringLoop):
             raise LedgerError(f"intake {self.shard}: no offset row (start() creates it)")
         bal = {(u, a): [int(av), int(fr)] for u, a, av, fr in
                zip(row["bu"] or (), row["ba"] or (), row["bav"] or (), row["bfr"] or (), strict=True)}
-        known = [_Known(i, u, m, c, st) for i, u, m, c, st in
+        known = [Known(i, u, m, c, st) for i, u, m, c, st in
                  zip(row["kid"] or (), row["ku"] or (), row["km"] or (), row["kc"] or (), row["ks"] or (), strict=True)]
-        return _BatchRead(row["stream_id"], int(row["last_iid"]), int(row["batch_first_iid"]), row["oids"],
-                          set(row["users"]), bal, known,
-                          {m: int(q or 0) for m, q in zip(row["s_markets"], row["s_seqs"], strict=True)})
+        return BatchRead(row["stream_id"], int(row["last_iid"]), int(row["batch_first_iid"]), row["oids"],
+                         set(row["users"]), bal, known, int(row["lowerings"]))
 
     async def _withdraw(self, conn: asyncpg.Connection, r: WithdrawRequest, res: BatchResult,
                         bal: dict[tuple[int, str], list[int]], negative: Any, reject: Any, apply: Any) -> None:

@@ -43,6 +43,16 @@ async def upsert_journal_and(
     conn: asyncpg.Connection, net: dict[BalanceKey, list[int]], kind: str, ref_id: int,
     also: tuple[str, ...] = (), also_args: tuple[object, ...] = (), *, guard: bool = False,
 ) -> list[tuple[int, str, int, int]]:
+    """`upsert_journal_select` without the extra rows."""
+    rows, _ = await upsert_journal_select(conn, net, kind, ref_id, also, also_args, guard=guard)
+    return rows
+
+
+async def upsert_journal_select(
+    conn: asyncpg.Connection, net: dict[BalanceKey, list[int]], kind: str, ref_id: int,
+    also: tuple[str, ...] = (), also_args: tuple[object, ...] = (), *, guard: bool = False,
+    select: str | None = None,
+) -> tuple[list[tuple[int, str, int, int]], list[tuple[str, int]]]:
     """Add a batch's net deltas to balances, with the batch's journal rows (as
     `journal.net_journal_rows`: one per (user, asset), in sorted order) and the `also`
     statements (the batch's other data-modifying statements: offset update, order states; their
@@ -57,20 +67,36 @@ async def upsert_journal_and(
     outside a transaction block), and BalanceMovedError is raised (the batch is computed again
     on locked rows). Sound because, besides the consumer itself, only a deposit reversal lowers
     an available balance; everything else concurrent (settlement, deposit credits, withdrawal
-    releases) only raises it, which cannot invalidate an accepted freeze."""
+    releases) only raises it, which cannot invalidate an accepted freeze.
+
+    `select`: a query of (text, bigint) pairs run in the same statement (its snapshot), returned
+    beside the balance rows (the intake's markets' settled seqs)."""
     ints, assets = balance_arrays(net)  # a pair whose changes cancel out writes nothing
     ctes = "".join(f", also{i} AS ({sql})" for i, sql in enumerate(also))
     available = ("CASE WHEN EXCLUDED.available >= 0 OR b.available + EXCLUDED.available >= 0 "
                  "THEN b.available + EXCLUDED.available ELSE ledger_refuse('CF001', format('available balance "
                  "of user %s in %s fell under a batch computed without locks', b.user_id, b.asset)) END"
                  if guard else "b.available + EXCLUDED.available")
+    extra = "" if select is None else f" UNION ALL SELECT NULL, x.k, x.v, NULL FROM ({select}) AS x(k, v)"
     if not assets:
-        if also:
+        if also or select is not None:
             # alone, their parameters are $1...: shift them down by the six of the combined form
             shift = ALSO_FIRST - 1
-            sql = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) - shift}", f"WITH {ctes[2:]} SELECT 1")
-            await conn.execute(sql, *also_args)
-        return []
+            body = (f"WITH {ctes[2:]} " if also else "") + (
+                f"SELECT x.k, x.v FROM ({select}) AS x(k, v)" if select is not None else "SELECT 1")
+            sql = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) - shift}", body)
+            if select is None:
+                await conn.execute(sql, *also_args)
+            else:
+                return [], [(str(r[0]), int(r[1])) for r in await conn.fetch(sql, *also_args)]
+        return [], []
+    upsert = f"""INSERT INTO balances AS b (user_id, asset, available, frozen)
+        SELECT u, a, av, fr FROM d
+        ON CONFLICT (user_id, asset) DO UPDATE
+            SET available = {available}, frozen = b.frozen + EXCLUDED.frozen
+        RETURNING user_id, asset, available, frozen"""
+    final = upsert if select is None else (
+        f", up AS ({upsert}) SELECT user_id, asset, available, frozen FROM up{extra}")
     try:
         rows = await conn.fetch(
             f"""
@@ -81,11 +107,7 @@ async def upsert_journal_and(
             INSERT INTO balance_journal (user_id, asset, d_available, d_frozen, kind, ref_id)
             SELECT u, a, av, fr, $3::text, $4::bigint FROM d
         ){ctes}
-        INSERT INTO balances AS b (user_id, asset, available, frozen)
-        SELECT u, a, av, fr FROM d
-        ON CONFLICT (user_id, asset) DO UPDATE
-            SET available = {available}, frozen = b.frozen + EXCLUDED.frozen
-        RETURNING user_id, asset, available, frozen
+        {final}
         """,
             ints, assets, kind, ref_id, *also_args,
         )
@@ -93,7 +115,8 @@ async def upsert_journal_and(
         if exc.sqlstate == "CF001":  # raised inside the statement: nothing of it was written
             raise BalanceMovedError(str(exc)) from exc
         raise
-    return [(r["user_id"], r["asset"], int(r["available"]), int(r["frozen"])) for r in rows]
+    balances = [(r[0], r[1], int(r[2]), int(r[3])) for r in rows if r[0] is not None]
+    return balances, [(str(r[1]), int(r[2])) for r in rows if r[0] is None]
 
 
 # A batch with at most this many rows for a table inserts them inside the batch's final

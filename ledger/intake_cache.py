@@ -1,0 +1,169 @@
+"""What the intake consumer of a shard remembers between batches, so that most batches are
+decided without the read statement (pure: no I/O).
+
+The intake is the only writer of its shard's orders and, besides a deposit reversal, the only
+thing that lowers an available balance. So what it last read or wrote stays true enough:
+
+- `balances`: every balance row of the users it has seen (a user is here with ALL its rows, or
+  not at all), as the last read or write left them. Settlement, deposit credits and withdrawal
+  releases only RAISE an available balance meanwhile, so a remembered available is a lower
+  bound: an order it accepts is covered (the write's per-row guard checks it again). A reject
+  that depends on a balance (insufficient funds, a negative balance) is not trusted: the batch
+  is decided again on a fresh read. A deposit reversal bumps a counter (`balance_lowerings`,
+  migration 0108) in its transaction, and the intake's write is refused (CF004) when the counter
+  moved since its balances were read: then all of them are forgotten.
+- `orders`: the orders it placed or read, by id and by (user, client order id), with the state it
+  last knew. A "live" state may be stale (the order filled since): a cancel of it is forwarded and
+  the engine, which knows, rejects it (`cancel_rejected`, the race any cancel can meet). A final
+  state never is. A place whose client order id is not here is taken as new: the unique key
+  `(user_id, client_order_id)` refuses the write if it is not, and the batch is decided again on a
+  read. At most `max_orders` are kept (the oldest go first); a cancel that names one not here
+  needs the read.
+- `ids`: order ids drawn ahead from the `order_ids` sequence (ids never used are gaps, as after
+  any rollback).
+- the shard's offset row as the last write left it; the write is guarded on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ledger.intake_protocol import CancelRequest, PlaceOrderRequest, Request
+
+
+@dataclass(slots=True)
+class Known:
+    """An order a batch can refer to (from the database or placed earlier)."""
+
+    id: int
+    user_id: int
+    market: str
+    client_order_id: str | None
+    state: str
+
+
+@dataclass(slots=True)
+class BatchRead:
+    """What a batch is decided on: the read statement's result, or the cache's."""
+
+    stream_id: str
+    last_iid: int
+    batch_first_iid: int
+    oids: list[int]
+    users: set[int]
+    balances: dict[tuple[int, str], list[int]]
+    known: list[Known]
+    lowerings: int  # the `balance_lowerings` counter the balances were read under
+    from_cache: bool = False
+
+
+class IntakeCache:
+    def __init__(self, max_orders: int = 200_000) -> None:
+        self.max_orders = max_orders
+        self.balances: dict[int, dict[str, list[int]]] = {}  # user -> asset -> [available, frozen]
+        self.by_id: dict[int, Known] = {}  # insertion order is age order (for eviction)
+        self.by_coid: dict[tuple[int, str], Known] = {}
+        self._ids: list[int] = []
+        self._next_id = 0  # index of the first unused id in `_ids`
+        self.offset: tuple[str, int, int] | None = None  # (stream_id, last_iid, batch_first_iid)
+        self.lowerings: int | None = None
+
+    def forget_balances(self) -> None:
+        self.balances.clear()
+        self.lowerings = None
+
+    @property
+    def ids_left(self) -> int:
+        return len(self._ids) - self._next_id
+
+    def add_ids(self, ids: Iterable[int]) -> None:
+        self._ids = self._ids[self._next_id:] + list(ids)
+        self._next_id = 0
+
+    def serve(self, requests: Sequence[Request], users: Iterable[int], n_places: int,
+              markets: Iterable[str]) -> BatchRead | None:
+        """The batch's read from memory, or None when something it needs is not here: a user, an
+        order a cancel names, a cancel-all or withdrawal (they need every live order or a
+        locked row), an unknown market, too few ids, or no offset/counter yet."""
+        if self.offset is None or self.lowerings is None or self.ids_left < n_places:
+            return None
+        balances: dict[tuple[int, str], list[int]] = {}
+        have = self.balances
+        batch_users = set(users)
+        for user in batch_users:
+            rows = have.get(user)
+            if rows is None:
+                return None
+            for asset, v in rows.items():
+                balances[(user, asset)] = [v[0], v[1]]
+        known: list[Known] = []
+        by_id, by_coid = self.by_id, self.by_coid
+        market_set = set(markets)
+        placed: set[tuple[int, str]] = set()  # (user, client order id) of the batch's places so far
+        for r in requests:
+            if isinstance(r, PlaceOrderRequest):
+                if r.market not in market_set:
+                    return None
+                coid = r.client_order_id
+                if coid is not None:
+                    k = by_coid.get((r.user, coid))
+                    if k is not None:
+                        known.append(k)
+                    placed.add((r.user, coid))
+            elif isinstance(r, CancelRequest):
+                if r.order_id is not None:
+                    k = by_id.get(r.order_id)
+                elif r.client_order_id is not None:
+                    k = by_coid.get((r.user, r.client_order_id))
+                    # an order a place earlier in the batch carries: the batch itself knows it
+                    # (and if that place is refused, the cancel names an unknown order either way)
+                    if k is None and (r.user, r.client_order_id) in placed:
+                        continue
+                else:
+                    return None
+                if k is None:
+                    return None
+                known.append(k)
+            else:
+                return None
+        stream_id, last_iid, batch_first_iid = self.offset
+        oids = self._ids[self._next_id:self._next_id + n_places]
+        return BatchRead(stream_id, last_iid, batch_first_iid, oids, batch_users, balances, known, self.lowerings,
+                         from_cache=True)
+
+    def committed(self, read: BatchRead, balances: dict[tuple[int, str], list[int]],
+                  written: Iterable[tuple[int, str, int, int]], new_orders: Iterable[Known], ids_used: int,
+                  offset: tuple[str, int, int]) -> None:
+        """Learn what a committed batch read and wrote: `balances` as the batch left them (read or
+        remembered, plus its changes) and `written`, the rows its write returned (the truth at
+        that moment), its orders, the ids it used and the offset it stored."""
+        if read.from_cache:
+            self._next_id += ids_used
+        if self.lowerings != read.lowerings:
+            self.forget_balances()
+            self.lowerings = read.lowerings
+        mine = self.balances
+        for (user, asset), v in balances.items():
+            mine.setdefault(user, {})[asset] = v
+        for user in read.users:  # a user read without rows is known, with nothing
+            mine.setdefault(user, {})
+        for user, asset, available, frozen in written:
+            mine.setdefault(user, {})[asset] = [available, frozen]
+        for k in read.known:
+            self._remember(k)
+        for k in new_orders:
+            self._remember(k)
+        self.offset = offset
+
+    def _remember(self, k: Known) -> None:
+        by_id = self.by_id
+        by_id.pop(k.id, None)  # re-inserted: now the youngest
+        by_id[k.id] = k
+        if k.client_order_id is not None:
+            self.by_coid[(k.user_id, k.client_order_id)] = k
+        while len(by_id) > self.max_orders:
+            old = by_id.pop(next(iter(by_id)))
+            if old.client_order_id is not None and self.by_coid.get((old.user_id, old.client_order_id)) is old:
+                del self.by_coid[(old.user_id, old.client_order_id)]
+
