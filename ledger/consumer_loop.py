@@ -56,27 +56,29 @@ class RecoveringLoop:
         recover through `start()` (reload from PostgreSQL, re-send, re-forward)."""
         backoff = 0.2
         started = False
-        while not stop.is_set():
-            try:
-                if not started:
-                    await self.start()
-                    started = True
-                await self.step()
-                backoff = 0.2
-            except asyncio.CancelledError:
-                self._ahead.drop()
-                await self.flush_events()
-                raise
-            except Exception as exc:
-                self.errors += 1
-                log.warning("%s: %s: %s; recovering in %.1f s", self.label, type(exc).__name__, exc, backoff)
-                started = False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
-        self._ahead.drop()
-        await self.flush_events()
-        log.info("%s stopped%s", self.label, self.summary())
+        try:
+            while not stop.is_set():
+                try:
+                    if not started:
+                        await self.start()
+                        started = True
+                    await self.step()
+                    backoff = 0.2
+                except asyncio.CancelledError:
+                    self._ahead.drop()
+                    await self.flush_events()
+                    raise
+                except Exception as exc:
+                    self.errors += 1
+                    log.warning("%s: %s: %s; recovering in %.1f s", self.label, type(exc).__name__, exc, backoff)
+                    started = False
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff)
+                    backoff = min(backoff * 2, 5.0)
+            self._ahead.drop()
+            await self.flush_events()
+        finally:
+            log.info("%s stopped%s", self.label, self.summary())
 
     def summary(self) -> str:
         """What the stop's log line adds (counters of the consumer's own)."""

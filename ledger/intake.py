@@ -130,6 +130,13 @@ _IID_KEYS = ("orders_shard_iid_key", "cancel_requests_pkey")  # the unique keys 
 _COID_KEY = "orders_user_id_client_order_id_key"
 # the markets' settled seqs, read by the batch's write for the forward's guard (see `_forward_new`)
 _SETTLED_SQL = "SELECT market, last_seq FROM settlement_offsets"
+# users map to intake shards by user_id % shards (ledger/service.py)
+_PRELOAD_SQL = """
+WITH u AS (SELECT id FROM users WHERE id % $1 = $2 ORDER BY id DESC LIMIT $3)
+SELECT u.id, b.asset, b.available, b.frozen, (SELECT n FROM balance_lowerings) AS n
+  FROM u LEFT JOIN balances b ON b.user_id = u.id
+"""
+PRELOAD_USERS = 200_000
 _IDS_SQL = "SELECT ARRAY(SELECT nextval('order_ids') FROM generate_series(1, $1))"
 
 # $1 shard, $2 new order ids wanted, $3 users, $4 order ids named, $5/$6 (user, client order id)
@@ -265,10 +272,11 @@ class IntakeConsumer(RecoveringLoop):
     """Consumes `intake{shard}`; one instance per shard (the offset row lock fences a second)."""
 
     def __init__(self, pool: asyncpg.Pool, redis: Redis, *, shard: int, batch_size: int = 5000,
-                 block_ms: int = 500) -> None:
+                 block_ms: int = 500, shards: int | None = None) -> None:
         self.pool = pool
         self.redis = redis
         self.shard = shard
+        self.shards = shards  # known (the service's consumers): start() preloads the shard's users
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.errors = 0  # recovered failures since start (tests assert on it)
@@ -306,7 +314,9 @@ class IntakeConsumer(RecoveringLoop):
             await conn.execute("INSERT INTO intake_offsets (shard) VALUES ($1) ON CONFLICT DO NOTHING", self.shard)
             row = await conn.fetchrow("SELECT * FROM intake_offsets WHERE shard = $1", self.shard)
             await self._load_reference(conn)
-        assert row is not None
+            assert row is not None
+            if self.shards is not None:
+                await self._preload(conn, (row["stream_id"], int(row["last_iid"]), int(row["batch_first_iid"])))
         self.last_id = row["stream_id"]
         # before forwarding anything: if Redis lost engine output that settlement applied, put the
         # commands behind it back in their original order (ledger/recovery.py)
@@ -314,6 +324,14 @@ class IntakeConsumer(RecoveringLoop):
         if row["last_iid"] >= row["batch_first_iid"]:
             await self.resend_range(row["batch_first_iid"], row["last_iid"])
         await self.reforward_above_watermarks()
+
+    async def _preload(self, conn: asyncpg.Connection, offset: tuple[str, int, int]) -> None:
+        """Remember the shard's users and their balance rows (at most PRELOAD_USERS users; the
+        others are learnt from the batches' reads), read with the reversal count in one statement."""
+        rows = await conn.fetch(_PRELOAD_SQL, self.shards, self.shard, PRELOAD_USERS)
+        lowerings = int(rows[0]["n"]) if rows else int(await conn.fetchval("SELECT n FROM balance_lowerings"))
+        self._cache.preload(lowerings, [(r["id"], r["asset"], r["available"], r["frozen"]) for r in rows], offset)
+        log.info("intake %d: remembered %d user(s) of the shard at start", self.shard, len(self._cache.balances))
 
     async def _load_reference(self, conn: asyncpg.Connection) -> None:
         self.markets = await load_markets(conn)
@@ -451,8 +469,9 @@ class IntakeConsumer(RecoveringLoop):
         return f"intake {self.shard}"
 
     def summary(self) -> str:
+        misses = ", ".join(f"{n} {why}" for why, n in self._cache.misses.most_common()) or "none"
         return (f": {self.remembered} batch(es) decided on what it remembered, {self.doubted} of them again on a "
-                f"read; {self.errors} recovered failure(s)")
+                f"read (reads for: {misses}); {self.errors} recovered failure(s)")
 
     async def _forward_new(self, forwards: Mapping[str, Sequence[Forward]], settled: dict[str, int],
                            new_orders: Mapping[str, Sequence[NewOrder]]) -> None:

@@ -26,6 +26,7 @@ thing that lowers an available balance. So what it last read or wrote stays true
 
 from __future__ import annotations
 
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -62,12 +63,32 @@ class IntakeCache:
     def __init__(self, max_orders: int = 200_000) -> None:
         self.max_orders = max_orders
         self.balances: dict[int, dict[str, list[int]]] = {}  # user -> asset -> [available, frozen]
-        self.by_id: dict[int, Known] = {}  # insertion order is age order (for eviction)
+        # age order, for eviction (OrderedDict: popping the oldest of a plain dict again and again
+        # makes each pop scan the deleted slots before it)
+        self.by_id: OrderedDict[int, Known] = OrderedDict()
         self.by_coid: dict[tuple[int, str], Known] = {}
         self._ids: list[int] = []
         self._next_id = 0  # index of the first unused id in `_ids`
         self.offset: tuple[str, int, int] | None = None  # (stream_id, last_iid, batch_first_iid)
         self.lowerings: int | None = None
+        self.misses: Counter[str] = Counter()  # why batches needed the read (diagnostics)
+
+    def _miss(self, reason: str) -> BatchRead | None:
+        self.misses[reason] += 1
+        return None
+
+    def preload(self, lowerings: int, rows: Iterable[tuple[int, str | None, int | None, int | None]],
+                offset: tuple[str, int, int]) -> None:
+        """Start from the shard's users and balance rows as one statement read them (`asset` None:
+        a user without rows) under the `lowerings` count, and the shard's offset row."""
+        self.forget_balances()
+        self.lowerings = lowerings
+        mine = self.balances
+        for user, asset, available, frozen in rows:
+            assets = mine.setdefault(user, {})
+            if asset is not None:
+                assets[asset] = [int(available or 0), int(frozen or 0)]
+        self.offset = offset
 
     def forget_balances(self) -> None:
         self.balances.clear()
@@ -86,15 +107,17 @@ class IntakeCache:
         """The batch's read from memory, or None when something it needs is not here: a user, an
         order a cancel names, a cancel-all or withdrawal (they need every live order or a
         locked row), an unknown market, too few ids, or no offset/counter yet."""
-        if self.offset is None or self.lowerings is None or self.ids_left < n_places:
-            return None
+        if self.offset is None or self.lowerings is None:
+            return self._miss("nothing committed yet")
+        if self.ids_left < n_places:
+            return self._miss("too few order ids")
         balances: dict[tuple[int, str], list[int]] = {}
         have = self.balances
         batch_users = set(users)
         for user in batch_users:
             rows = have.get(user)
             if rows is None:
-                return None
+                return self._miss("a user not read yet")
             for asset, v in rows.items():
                 balances[(user, asset)] = [v[0], v[1]]
         known: list[Known] = []
@@ -104,7 +127,7 @@ class IntakeCache:
         for r in requests:
             if isinstance(r, PlaceOrderRequest):
                 if r.market not in market_set:
-                    return None
+                    return self._miss("an unknown market")
                 coid = r.client_order_id
                 if coid is not None:
                     k = by_coid.get((r.user, coid))
@@ -121,12 +144,12 @@ class IntakeCache:
                     if k is None and (r.user, r.client_order_id) in placed:
                         continue
                 else:
-                    return None
+                    return self._miss("a cancel naming no order")
                 if k is None:
-                    return None
+                    return self._miss("a cancel of an order not remembered")
                 known.append(k)
             else:
-                return None
+                return self._miss("a cancel-all or a withdrawal")
         stream_id, last_iid, batch_first_iid = self.offset
         oids = self._ids[self._next_id:self._next_id + n_places]
         return BatchRead(stream_id, last_iid, batch_first_iid, oids, batch_users, balances, known, self.lowerings,
@@ -158,12 +181,12 @@ class IntakeCache:
 
     def _remember(self, k: Known) -> None:
         by_id = self.by_id
-        by_id.pop(k.id, None)  # re-inserted: now the youngest
         by_id[k.id] = k
+        by_id.move_to_end(k.id)  # now the youngest
         if k.client_order_id is not None:
             self.by_coid[(k.user_id, k.client_order_id)] = k
         while len(by_id) > self.max_orders:
-            old = by_id.pop(next(iter(by_id)))
+            _oid, old = by_id.popitem(last=False)
             if old.client_order_id is not None and self.by_coid.get((old.user_id, old.client_order_id)) is old:
                 del self.by_coid[(old.user_id, old.client_order_id)]
 

@@ -147,7 +147,7 @@ async def run_ledger(settings: Settings, stop: asyncio.Event, *, batch_size: int
             markets = []
         pool = await create_pool(db_url, shards + 2 * len(markets) + 4)
         exits.push_async_callback(pool.close)
-        intakes = [IntakeConsumer(pool, redis, shard=k, batch_size=batch_size) for k in range(shards)]
+        intakes = [IntakeConsumer(pool, redis, shard=k, batch_size=batch_size, shards=shards) for k in range(shards)]
         settlements = [SettlementConsumer(pool, redis, market=m, batch_size=batch_size) for m in markets]
         extra = ", withdrawal processor" if "withdrawals" in roles else ""
         print(f"{READY_LINE}: {len(intakes)} intake shard(s), {len(settlements)} market(s){extra}", flush=True)
@@ -168,6 +168,8 @@ def serve(settings: Settings, roles: frozenset[str] = frozenset(ROLES)) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_ledger(settings, stop, roles=roles)
 
+    # to stderr at COFFER_LOG_LEVEL (until now only warnings reached it, through Python's last resort)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     tune_gc()
     asyncio.run(main())
     print("ledger: stopped", flush=True)

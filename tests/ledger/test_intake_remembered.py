@@ -202,3 +202,21 @@ async def test_a_cancel_of_an_order_the_intake_never_saw_is_decided_on_a_read(ri
     assert intake.remembered == 0  # named orders it never saw: read
     assert replies["c"].ok and replies["c"].order_id == placed["a"].order_id
     assert not replies["nope"].ok and "unknown order" in replies["nope"].reason
+
+
+@pytest.mark.asyncio
+async def test_the_service_consumer_starts_with_its_shard_users_remembered(rig: _Rig) -> None:
+    """Users map to shards by user_id % shards: the consumer knows its users' balances from the
+    start, so even its first batch needs no read (a user of another shard still does)."""
+    mine = 1016  # 1016 % 20 == 16
+    async with rig.pool.acquire() as conn, conn.transaction():
+        await conn.execute("INSERT INTO users (id) VALUES ($1), ($2)", mine, 1017)
+        await rig.deposit(conn, mine, "USDT", 1_000_000)
+        await rig.deposit(conn, 1017, "USDT", 1_000_000)
+    intake = IntakeConsumer(rig.pool, rig.redis, shard=16, shards=20)
+    await intake.start()
+    first = await rig.batch(intake, [rig.place("a", mine, "buy", "10", "0.01")])
+    assert first["a"].ok and (intake.remembered, intake.doubted) == (1, 0)
+    other = await rig.batch(intake, [rig.place("b", 1017, "buy", "10", "0.01")])
+    assert other["b"].ok and intake.remembered == 1
+    assert await rig.balance(mine, "USDT") == (900_000, 100_000)
