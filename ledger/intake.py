@@ -48,7 +48,7 @@ from ledger.errors import (
     OffsetMovedError,
     RememberedStateError,
 )
-from ledger.intake_cache import BatchRead, IntakeCache, Known
+from ledger.intake_cache import ORDERS_MISSING, BatchRead, IntakeCache, Known
 from ledger.intake_protocol import (
     BATCH_FIELD,
     CancelAllRequest,
@@ -137,6 +137,13 @@ SELECT u.id, b.asset, b.available, b.frozen, (SELECT n FROM balance_lowerings) A
   FROM u LEFT JOIN balances b ON b.user_id = u.id
 """
 PRELOAD_USERS = 200_000
+# the orders a batch's cancels name that the intake does not remember: by id, by (user, client order id)
+_ORDERS_SQL = """
+SELECT id, user_id, market, client_order_id, state FROM orders WHERE id = ANY($1::bigint[])
+UNION
+SELECT o.id, o.user_id, o.market, o.client_order_id, o.state
+  FROM unnest($2::bigint[], $3::text[]) AS n(u, c) JOIN orders o ON o.user_id = n.u AND o.client_order_id = n.c
+"""
 _IDS_SQL = "SELECT ARRAY(SELECT nextval('order_ids') FROM generate_series(1, $1))"
 
 # $1 shard, $2 new order ids wanted, $3 users, $4 order ids named, $5/$6 (user, client order id)
@@ -283,6 +290,7 @@ class IntakeConsumer(RecoveringLoop):
         self._cache = IntakeCache()
         self.remembered = 0  # batches decided without a read (tests and benchmarks read these)
         self.doubted = 0  # batches decided on memory, then again on a read
+        self.looked_up = 0  # batches decided on memory after looking up orders their cancels name
         self._guard_script = guarded_forward_script(redis)
         self._publishing: asyncio.Task[None] | None = None
         self._forwarding: asyncio.Task[None] | None = None  # a behind consumer's forward in flight
@@ -469,9 +477,10 @@ class IntakeConsumer(RecoveringLoop):
         return f"intake {self.shard}"
 
     def summary(self) -> str:
-        misses = ", ".join(f"{n} {why}" for why, n in self._cache.misses.most_common()) or "none"
-        return (f": {self.remembered} batch(es) decided on what it remembered, {self.doubted} of them again on a "
-                f"read (reads for: {misses}); {self.errors} recovered failure(s)")
+        misses = ", ".join(f"{n} {why}" for why, n in self._cache.misses.most_common() if n) or "none"
+        return (f": {self.remembered} batch(es) decided on what it remembered ({self.looked_up} after looking up "
+                f"orders their cancels name), {self.doubted} of them again on a read; other reads for: {misses}; "
+                f"{self.errors} recovered failure(s)")
 
     async def _forward_new(self, forwards: Mapping[str, Sequence[Forward]], settled: dict[str, int],
                            new_orders: Mapping[str, Sequence[NewOrder]]) -> None:
@@ -768,11 +777,26 @@ class IntakeConsumer(RecoveringLoop):
 
     async def _remembered(self, conn: asyncpg.Connection, requests: list[Request], users: set[int],
                           n_places: int) -> BatchRead | None:
-        """The batch's read from memory (topping up the order ids drawn ahead), or None."""
+        """The batch's read from memory (topping up the order ids drawn ahead, and looking up the
+        orders its cancels name that are not remembered: a small statement instead of the
+        batch's read), or None."""
         cache = self._cache
         if cache.offset is not None and cache.ids_left < n_places:
             cache.add_ids(await conn.fetchval(_IDS_SQL, max(n_places, 4 * self.batch_size)))
-        return cache.serve(requests, users, n_places, self._specs)
+        read = cache.serve(requests, users, n_places, self._specs)
+        if read is None and cache.last_miss == ORDERS_MISSING:
+            ids, pairs = cache.unknown_targets(requests)
+            rows = await conn.fetch(_ORDERS_SQL, ids, [u for u, _c in pairs], [c for _u, c in pairs])
+            found = [Known(r["id"], r["user_id"], r["market"], r["client_order_id"], r["state"]) for r in rows]
+            cache.learn(found)
+            by_id = {k.id for k in found}
+            by_coid = {(k.user_id, k.client_order_id) for k in found}
+            absent = frozenset([i for i in ids if i not in by_id] + [p for p in pairs if p not in by_coid])
+            read = cache.serve(requests, users, n_places, self._specs, absent)
+            if read is not None:
+                cache.misses[ORDERS_MISSING] -= 1  # no read after all
+                self.looked_up += 1
+        return read
 
     async def _read(self, conn: asyncpg.Connection, requests: list[Request], user_ids: list[int], n_places: int, *,
                     lock_offset: bool, lock_balances: bool) -> BatchRead:

@@ -59,6 +59,9 @@ class BatchRead:
     from_cache: bool = False
 
 
+ORDERS_MISSING = "a cancel of an order not remembered"
+
+
 class IntakeCache:
     def __init__(self, max_orders: int = 200_000) -> None:
         self.max_orders = max_orders
@@ -72,9 +75,11 @@ class IntakeCache:
         self.offset: tuple[str, int, int] | None = None  # (stream_id, last_iid, batch_first_iid)
         self.lowerings: int | None = None
         self.misses: Counter[str] = Counter()  # why batches needed the read (diagnostics)
+        self.last_miss = ""
 
     def _miss(self, reason: str) -> BatchRead | None:
         self.misses[reason] += 1
+        self.last_miss = reason
         return None
 
     def preload(self, lowerings: int, rows: Iterable[tuple[int, str | None, int | None, int | None]],
@@ -103,10 +108,11 @@ class IntakeCache:
         self._next_id = 0
 
     def serve(self, requests: Sequence[Request], users: Iterable[int], n_places: int,
-              markets: Iterable[str]) -> BatchRead | None:
+              markets: Iterable[str], absent: frozenset[int | tuple[int, str]] = frozenset()) -> BatchRead | None:
         """The batch's read from memory, or None when something it needs is not here: a user, an
-        order a cancel names, a cancel-all or withdrawal (they need every live order or a
-        locked row), an unknown market, too few ids, or no offset/counter yet."""
+        order a cancel names (see `unknown_targets`; `absent`: targets the database just said do
+        not exist, by id or (user, client order id)), a cancel-all or withdrawal (they need every
+        live order or a locked row), an unknown market, too few ids, or no offset/counter yet."""
         if self.offset is None or self.lowerings is None:
             return self._miss("nothing committed yet")
         if self.ids_left < n_places:
@@ -146,7 +152,9 @@ class IntakeCache:
                 else:
                     return self._miss("a cancel naming no order")
                 if k is None:
-                    return self._miss("a cancel of an order not remembered")
+                    if (r.order_id if r.order_id is not None else (r.user, r.client_order_id)) in absent:
+                        continue  # the batch rejects it: an unknown order
+                    return self._miss(ORDERS_MISSING)
                 known.append(k)
             else:
                 return self._miss("a cancel-all or a withdrawal")
@@ -154,6 +162,25 @@ class IntakeCache:
         oids = self._ids[self._next_id:self._next_id + n_places]
         return BatchRead(stream_id, last_iid, batch_first_iid, oids, batch_users, balances, known, self.lowerings,
                          from_cache=True)
+
+    def unknown_targets(self, requests: Sequence[Request]) -> tuple[list[int], list[tuple[int, str]]]:
+        """The order ids and (user, client order id) pairs the batch's cancels name that are not
+        remembered (the consumer looks them up, `learn`s them and serves again)."""
+        ids: list[int] = []
+        pairs: list[tuple[int, str]] = []
+        for r in requests:
+            if isinstance(r, CancelRequest):
+                if r.order_id is not None:
+                    if r.order_id not in self.by_id:
+                        ids.append(r.order_id)
+                elif r.client_order_id is not None and (r.user, r.client_order_id) not in self.by_coid:
+                    pairs.append((r.user, r.client_order_id))
+        return ids, pairs
+
+    def learn(self, orders: Iterable[Known]) -> None:
+        """Remember orders read from the database."""
+        for k in orders:
+            self._remember(k)
 
     def committed(self, read: BatchRead, balances: dict[tuple[int, str], list[int]],
                   written: Iterable[tuple[int, str, int, int]], new_orders: Iterable[Known], ids_used: int,

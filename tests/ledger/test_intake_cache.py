@@ -91,3 +91,16 @@ def test_it_keeps_at_most_max_orders_the_oldest_going_first() -> None:
     cache.committed(read, {}, [], new, 3, ("3-0", 9, 9))
     assert list(cache.by_id) == [1000, 1001, 1002]  # order 7 went first
     assert (1, "k") not in cache.by_coid and (1, "c1000") in cache.by_coid
+
+
+def test_cancel_targets_it_does_not_remember_are_listed_and_once_looked_up_served() -> None:
+    cache = _warm()
+    reqs: list[Request] = [CancelRequest("a", "", 1, M, 1, order_id=7), CancelRequest("b", "", 1, M, 1, order_id=8),
+                           CancelRequest("c", "", 1, M, 1, client_order_id="old"),
+                           CancelRequest("d", "", 1, M, 1, client_order_id="gone")]
+    assert cache.serve(reqs, {1}, 0, [M]) is None
+    assert cache.unknown_targets(reqs) == ([8], [(1, "old"), (1, "gone")])
+    cache.learn([Known(8, 1, M, None, "open"), Known(9, 1, M, "old", "filled")])
+    assert cache.serve(reqs, {1}, 0, [M]) is None  # "gone" is neither remembered nor known to be absent
+    read = cache.serve(reqs, {1}, 0, [M], absent=frozenset({(1, "gone")}))
+    assert read is not None and [k.id for k in read.known] == [7, 8, 9]  # the batch rejects "d" as unknown

@@ -191,17 +191,30 @@ async def test_a_client_order_id_taken_where_the_intake_did_not_see_it_is_a_dupl
 
 
 @pytest.mark.asyncio
-async def test_a_cancel_of_an_order_the_intake_never_saw_is_decided_on_a_read(rig: _Rig) -> None:
-    u = await rig.user(USDT=1_000_000)
+async def test_a_cancel_of_an_order_the_intake_never_saw_is_looked_up_not_read(rig: _Rig) -> None:
+    """After a restart the intake remembers no order: the orders a batch's cancels name are looked
+    up (a small statement), the batch is still decided without its read, and a cancel of an order
+    that does not exist (or is another user's) is refused as unknown."""
+    u, other = await rig.user(USDT=1_000_000), await rig.user(USDT=1_000_000)
     before = await _started(rig, 15)
-    placed = await rig.batch(before, [rig.place("a", u, "buy", "10", "0.01", coid="a")])
+    placed = await rig.batch(before, [rig.place("a", u, "buy", "10", "0.01", coid="a"),
+                                      rig.place("o", other, "buy", "10", "0.01", coid="o")])
     intake = await _started(rig, 15)  # a restart: remembers nothing
     assert (await rig.batch(intake, [rig.place("b", u, "buy", "10", "0.01")]))["b"].ok  # read: learns the user
-    replies = await rig.batch(intake, [CancelRequest("c", CH, u, rig.market, 3, order_id=placed["a"].order_id),
-                                       CancelRequest("nope", CH, u, rig.market, 3, order_id=10**12)])
-    assert intake.remembered == 0  # named orders it never saw: read
-    assert replies["c"].ok and replies["c"].order_id == placed["a"].order_id
-    assert not replies["nope"].ok and "unknown order" in replies["nope"].reason
+    replies = await rig.batch(intake, [
+        CancelRequest("by-id", CH, u, rig.market, 3, order_id=placed["a"].order_id),
+        CancelRequest("by-coid", CH, u, rig.market, 3, client_order_id="a"),
+        CancelRequest("nope", CH, u, rig.market, 3, order_id=10**12),
+        CancelRequest("nope-coid", CH, u, rig.market, 3, client_order_id="never"),
+        CancelRequest("not-mine", CH, u, rig.market, 3, order_id=placed["o"].order_id),
+    ])
+    assert (intake.remembered, intake.looked_up, intake.doubted) == (1, 1, 0)
+    assert replies["by-id"].ok and replies["by-id"].order_id == placed["a"].order_id
+    assert replies["by-coid"].ok and replies["by-coid"].order_id == placed["a"].order_id
+    for rid in ("nope", "nope-coid", "not-mine"):
+        assert not replies[rid].ok and "unknown order" in replies[rid].reason, rid
+    cancels = await rig.pool.fetch("SELECT order_id FROM cancel_requests WHERE shard = 15 ORDER BY iid")
+    assert [r["order_id"] for r in cancels] == [placed["a"].order_id] * 2
 
 
 @pytest.mark.asyncio
