@@ -178,9 +178,10 @@ class IntakeCache:
         return ids, pairs
 
     def learn(self, orders: Iterable[Known]) -> None:
-        """Remember orders read from the database."""
+        """Remember orders read from the database for the batch at hand (none is evicted now: the
+        oldest may be what the same batch needs; `committed` evicts)."""
         for k in orders:
-            self._remember(k)
+            self._remember(k, evict=False)
 
     def committed(self, read: BatchRead, balances: dict[tuple[int, str], list[int]],
                   written: Iterable[tuple[int, str, int, int]], new_orders: Iterable[Known], ids_used: int,
@@ -206,13 +207,13 @@ class IntakeCache:
             self._remember(k)
         self.offset = offset
 
-    def _remember(self, k: Known) -> None:
+    def _remember(self, k: Known, *, evict: bool = True) -> None:
         by_id = self.by_id
         by_id[k.id] = k
         by_id.move_to_end(k.id)  # now the youngest
         if k.client_order_id is not None:
             self.by_coid[(k.user_id, k.client_order_id)] = k
-        while len(by_id) > self.max_orders:
+        while evict and len(by_id) > self.max_orders:
             _oid, old = by_id.popitem(last=False)
             if old.client_order_id is not None and self.by_coid.get((old.user_id, old.client_order_id)) is old:
                 del self.by_coid[(old.user_id, old.client_order_id)]

@@ -104,3 +104,14 @@ def test_cancel_targets_it_does_not_remember_are_listed_and_once_looked_up_serve
     assert cache.serve(reqs, {1}, 0, [M]) is None  # "gone" is neither remembered nor known to be absent
     read = cache.serve(reqs, {1}, 0, [M], absent=frozenset({(1, "gone")}))
     assert read is not None and [k.id for k in read.known] == [7, 8, 9]  # the batch rejects "d" as unknown
+
+
+def test_orders_looked_up_for_a_batch_do_not_push_out_what_the_same_batch_needs() -> None:
+    cache = _warm(max_orders=1)  # remembers order 7 only
+    reqs: list[Request] = [CancelRequest("a", "", 1, M, 1, order_id=7), CancelRequest("b", "", 1, M, 1, order_id=8)]
+    assert cache.unknown_targets(reqs) == ([8], [])
+    cache.learn([Known(8, 1, M, None, "open")])
+    read = cache.serve(reqs, {1}, 0, [M])
+    assert read is not None and [k.id for k in read.known] == [7, 8]
+    cache.committed(read, {}, [], [], 0, ("3-0", 6, 6))
+    assert len(cache.by_id) == 1  # evicted once the batch is done
