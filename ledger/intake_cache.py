@@ -30,12 +30,15 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from ledger.intake_protocol import CancelRequest, PlaceOrderRequest, Request
 
 
-@dataclass(slots=True)
-class Known:
-    """An order a batch can refer to (from the database or placed earlier)."""
+class Known(msgspec.Struct, frozen=True, gc=False):
+    """An order a batch can refer to (from the database or placed earlier). Not tracked by the
+    garbage collector (the cache holds up to `max_orders` of them, which every full collection
+    would otherwise walk)."""
 
     id: int
     user_id: int
