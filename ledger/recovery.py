@@ -273,17 +273,37 @@ async def forward_guarded(script: Any, redis: Redis, settled: dict[str, int],
     the re-send after recovery is dropped by the engine's watermark). `feed[M]`, the new-order
     feed's entry (ledger/order_feed.py), is XADDed to `settle:orders{M}` just before (the same
     pipeline): it exists before the engine can see its orders; an entry whose forward is
-    refused is harmless (its orders are as the intake committed them)."""
-    from redis.exceptions import ResponseError
+    refused is harmless (its orders are as the intake committed them).
 
+    One round trip: the script goes by EVALSHA (redis-py's pipeline would first ask SCRIPT
+    EXISTS, a round trip of its own, on every call); when Redis does not have it (NOSCRIPT: it
+    restarted or flushed its scripts), it is loaded and those markets' calls alone are sent again
+    (a call refused with NOSCRIPT did nothing)."""
+    from redis.exceptions import NoScriptError, ResponseError
+
+    calls: dict[str, tuple[Any, ...]] = {}  # market -> the script call's keys and arguments
+    at: dict[str, int] = {}  # market -> the index of its script call's result
+    n = 0
     async with redis.pipeline(transaction=False) as pipe:  # reset even when Redis went away
         for symbol, chunks in payloads.items():
             entry = (feed or {}).get(symbol)
             if entry is not None:
                 pipe.xadd(feed_key(symbol), {FEED_FIELD: entry}, maxlen=FEED_MAXLEN, approximate=True)
-            await script(keys=[keys.checkpoint(symbol), keys.match_in(symbol)],
-                         args=[settled.get(symbol, 0), BATCH_FIELD, *chunks], client=pipe)
-        results = await pipe.execute(raise_on_error=False)
+                n += 1
+            calls[symbol] = (keys.checkpoint(symbol), keys.match_in(symbol), settled.get(symbol, 0), BATCH_FIELD,
+                             *chunks)
+            pipe.evalsha(script.sha, 2, *calls[symbol])
+            at[symbol] = n
+            n += 1
+        results = list(await pipe.execute(raise_on_error=False))
+    missing = [symbol for symbol, i in at.items() if isinstance(results[i], NoScriptError)]
+    if missing:
+        await redis.script_load(script.script)
+        async with redis.pipeline(transaction=False) as pipe:
+            for symbol in missing:
+                pipe.evalsha(script.sha, 2, *calls[symbol])
+            again = await pipe.execute(raise_on_error=False)
+        results = [r for r in results if not isinstance(r, NoScriptError)] + list(again)
     refused = [str(r) for r in results if isinstance(r, ResponseError)]
     if refused:
         raise RedisLossError(f"forward refused: {refused[0]}")
