@@ -146,31 +146,30 @@ SELECT o.id, o.user_id, o.market, o.client_order_id, o.state
 """
 _IDS_SQL = "SELECT ARRAY(SELECT nextval('order_ids') FROM generate_series(1, $1))"
 
-# $1 shard, $2 new order ids wanted, $3 users, $4 order ids named, $5/$6 (user, client order id)
-# pairs named, $7 users cancelling all. Balance rows locked (locked mode) in (user, asset) order.
+# $1 shard, $2 users, $3 order ids named, $4/$5 (user, client order id) pairs named, $6 users
+# cancelling all. Balance rows locked (locked mode) in (user, asset) order.
 _READ_SQL = """
 SELECT o.stream_id, o.last_iid, o.batch_first_iid,
-       ARRAY(SELECT nextval('order_ids') FROM generate_series(1, $2)) AS oids,
-       ARRAY(SELECT id FROM users WHERE id = ANY($3::bigint[])) AS users,
+       ARRAY(SELECT id FROM users WHERE id = ANY($2::bigint[])) AS users,
        b.bu, b.ba, b.bav, b.bfr, k.kid, k.ku, k.km, k.kc, k.ks,
        (SELECT n FROM balance_lowerings) AS lowerings
   FROM intake_offsets o
  CROSS JOIN LATERAL (
        SELECT array_agg(user_id) AS bu, array_agg(asset) AS ba, array_agg(available) AS bav,
               array_agg(frozen) AS bfr
-         FROM (SELECT user_id, asset, available, frozen FROM balances WHERE user_id = ANY($3::bigint[])
+         FROM (SELECT user_id, asset, available, frozen FROM balances WHERE user_id = ANY($2::bigint[])
                 ORDER BY user_id, asset{lock_balances}) l) b
  CROSS JOIN LATERAL (
        SELECT array_agg(id) AS kid, array_agg(user_id) AS ku, array_agg(market) AS km,
               array_agg(client_order_id) AS kc, array_agg(state) AS ks
-         FROM (SELECT id, user_id, market, client_order_id, state FROM orders WHERE id = ANY($4::bigint[])
+         FROM (SELECT id, user_id, market, client_order_id, state FROM orders WHERE id = ANY($3::bigint[])
                UNION
                SELECT o2.id, o2.user_id, o2.market, o2.client_order_id, o2.state
-                 FROM unnest($5::bigint[], $6::text[]) AS n(u, c)
+                 FROM unnest($4::bigint[], $5::text[]) AS n(u, c)
                  JOIN orders o2 ON o2.user_id = n.u AND o2.client_order_id = n.c
                UNION
                SELECT id, user_id, market, client_order_id, state FROM orders
-                WHERE user_id = ANY($7::bigint[]) AND state IN ('pending', 'open')) n) k
+                WHERE user_id = ANY($6::bigint[]) AND state IN ('pending', 'open')) n) k
  WHERE o.shard = $1{lock_offset}
 """
 
@@ -582,10 +581,14 @@ class IntakeConsumer(RecoveringLoop):
                 n_places += 1
                 if r.market not in specs:
                     unknown_market = True
+        cache = self._cache
+        if cache.ids_left < n_places:  # order ids come from blocks drawn ahead: increasing in the shard
+            cache.add_ids(await conn.fetchval(_IDS_SQL, max(n_places, 4 * self.batch_size)))
         off = await self._remembered(conn, requests, user_set, n_places) if remembered else None
         if off is None:
-            off = await self._read(conn, requests, sorted(user_set), n_places, lock_offset=in_transaction,
+            off = await self._read(conn, requests, sorted(user_set), lock_offset=in_transaction,
                                    lock_balances=locked)
+            off.oids = cache.next_ids(n_places)
         else:
             self.remembered += 1
         if stream_id_key(off.stream_id) >= stream_id_key(last_id):
@@ -781,8 +784,6 @@ class IntakeConsumer(RecoveringLoop):
         orders its cancels name that are not remembered: a small statement instead of the
         batch's read), or None."""
         cache = self._cache
-        if cache.offset is not None and cache.ids_left < n_places:
-            cache.add_ids(await conn.fetchval(_IDS_SQL, max(n_places, 4 * self.batch_size)))
         read = cache.serve(requests, users, n_places, self._specs)
         if read is None and cache.last_miss == ORDERS_MISSING:
             ids, pairs = cache.unknown_targets(requests)
@@ -798,11 +799,11 @@ class IntakeConsumer(RecoveringLoop):
                 self.looked_up += 1
         return read
 
-    async def _read(self, conn: asyncpg.Connection, requests: list[Request], user_ids: list[int], n_places: int, *,
+    async def _read(self, conn: asyncpg.Connection, requests: list[Request], user_ids: list[int], *,
                     lock_offset: bool, lock_balances: bool) -> BatchRead:
-        """ONE statement: the offset row, `n_places` new order ids (ids a skipped or refused batch
-        draws are gaps, as after any rollback), which users exist, their balance rows, and the
-        orders the batch names (by id, by client order id, and the live ones of cancel-all users)."""
+        """ONE statement: the offset row, which users exist, their balance rows, and the orders the
+        batch names (by id, by client order id, and the live ones of cancel-all users). The batch's
+        order ids come from the block drawn ahead (`IntakeCache.next_ids`)."""
         ids = [r.order_id for r in requests if isinstance(r, CancelRequest) and r.order_id is not None]
         coid_users, coids = [], []
         for r in requests:
@@ -813,14 +814,14 @@ class IntakeConsumer(RecoveringLoop):
         all_users = sorted({r.user for r in requests if isinstance(r, CancelAllRequest)})
         row = await conn.fetchrow(_READ_SQL.format(lock_balances=" FOR UPDATE" if lock_balances else "",
                                                    lock_offset=" FOR UPDATE OF o" if lock_offset else ""),
-                                  self.shard, n_places, user_ids, ids, coid_users, coids, all_users)
+                                  self.shard, user_ids, ids, coid_users, coids, all_users)
         if row is None:
             raise LedgerError(f"intake {self.shard}: no offset row (start() creates it)")
         bal = {(u, a): [int(av), int(fr)] for u, a, av, fr in
                zip(row["bu"] or (), row["ba"] or (), row["bav"] or (), row["bfr"] or (), strict=True)}
         known = [Known(i, u, m, c, st) for i, u, m, c, st in
                  zip(row["kid"] or (), row["ku"] or (), row["km"] or (), row["kc"] or (), row["ks"] or (), strict=True)]
-        return BatchRead(row["stream_id"], int(row["last_iid"]), int(row["batch_first_iid"]), row["oids"],
+        return BatchRead(row["stream_id"], int(row["last_iid"]), int(row["batch_first_iid"]), [],
                          set(row["users"]), bal, known, int(row["lowerings"]))
 
     async def _withdraw(self, conn: asyncpg.Connection, r: WithdrawRequest, res: BatchResult,

@@ -19,8 +19,8 @@ thing that lowers an available balance. So what it last read or wrote stays true
   `(user_id, client_order_id)` refuses the write if it is not, and the batch is decided again on a
   read. At most `max_orders` are kept (the oldest go first); a cancel that names one not here
   needs the read.
-- `ids`: order ids drawn ahead from the `order_ids` sequence (ids never used are gaps, as after
-  any rollback).
+- `ids`: order ids drawn ahead from the `order_ids` sequence in blocks, for every batch (so a
+  shard's order ids increase with its intake ids; ids never used are gaps, as after a rollback).
 - the shard's offset row as the last write left it; the write is guarded on it.
 """
 
@@ -106,6 +106,10 @@ class IntakeCache:
     def ids_left(self) -> int:
         return len(self._ids) - self._next_id
 
+    def next_ids(self, n: int) -> list[int]:
+        """The next `n` ids of the block (taken for good by `committed`, as many as the batch used)."""
+        return self._ids[self._next_id:self._next_id + n]
+
     def add_ids(self, ids: Iterable[int]) -> None:
         self._ids = self._ids[self._next_id:] + list(ids)
         self._next_id = 0
@@ -162,9 +166,8 @@ class IntakeCache:
             else:
                 return self._miss("a cancel-all or a withdrawal")
         stream_id, last_iid, batch_first_iid = self.offset
-        oids = self._ids[self._next_id:self._next_id + n_places]
-        return BatchRead(stream_id, last_iid, batch_first_iid, oids, batch_users, balances, known, self.lowerings,
-                         from_cache=True)
+        return BatchRead(stream_id, last_iid, batch_first_iid, self.next_ids(n_places), batch_users, balances, known,
+                         self.lowerings, from_cache=True)
 
     def unknown_targets(self, requests: Sequence[Request]) -> tuple[list[int], list[tuple[int, str]]]:
         """The order ids and (user, client order id) pairs the batch's cancels name that are not
@@ -192,8 +195,7 @@ class IntakeCache:
         """Learn what a committed batch read and wrote: `balances` as the batch left them (read or
         remembered, plus its changes) and `written`, the rows its write returned (the truth at
         that moment), its orders, the ids it used and the offset it stored."""
-        if read.from_cache:
-            self._next_id += ids_used
+        self._next_id += ids_used
         if self.lowerings != read.lowerings:
             self.forget_balances()
             self.lowerings = read.lowerings

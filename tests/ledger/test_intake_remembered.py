@@ -129,6 +129,8 @@ async def test_a_later_batch_is_decided_without_a_read_and_writes_what_a_read_wo
     assert [(r["client_order_id"], r["state"]) for r in rows] == [("a", "pending"), ("b", "pending"),
                                                                   ("c", "pending")]
     assert [r["id"] for r in rows] == [first["a"].order_id, second["b"].order_id, third["c"].order_id]
+    # read or remembered, the shard's order ids come from one block: they increase with the intake ids
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
     assert await rig.pool.fetchval("SELECT last_iid FROM intake_offsets WHERE shard = 10") == rows[-1]["iid"]
     raw: Any = await rig.redis.xrange(keys.match_in(rig.market))
     cmds = [c for _id, f in raw for c in decode_commands(f[b"b"]) if c.shard == 10]
