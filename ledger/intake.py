@@ -137,13 +137,19 @@ SELECT u.id, b.asset, b.available, b.frozen, (SELECT n FROM balance_lowerings) A
   FROM u LEFT JOIN balances b ON b.user_id = u.id
 """
 PRELOAD_USERS = 200_000
-# the orders a batch's cancels name that the intake does not remember: by id, by (user, client order id)
-_ORDERS_SQL = """
-SELECT id, user_id, market, client_order_id, state FROM orders WHERE id = ANY($1::bigint[])
-UNION
-SELECT o.id, o.user_id, o.market, o.client_order_id, o.state
-  FROM unnest($2::bigint[], $3::text[]) AS n(u, c) JOIN orders o ON o.user_id = n.u AND o.client_order_id = n.c
-"""
+
+
+def _named_orders_sql(ids: str, users: str, coids: str) -> str:
+    """The orders named by id (`ids`) or by (user, client order id) (`users`, `coids`): parameter
+    placeholders."""
+    return (f"SELECT id, user_id, market, client_order_id, state FROM orders WHERE id = ANY({ids}::bigint[]) "
+            f"UNION SELECT o.id, o.user_id, o.market, o.client_order_id, o.state "
+            f"FROM unnest({users}::bigint[], {coids}::text[]) AS n(u, c) "
+            f"JOIN orders o ON o.user_id = n.u AND o.client_order_id = n.c")
+
+
+# the orders a batch's cancels name that the intake does not remember
+_ORDERS_SQL = _named_orders_sql("$1", "$2", "$3")
 _IDS_SQL = "SELECT ARRAY(SELECT nextval('order_ids') FROM generate_series(1, $1))"
 
 # $1 shard, $2 users, $3 order ids named, $4/$5 (user, client order id) pairs named, $6 users
@@ -162,16 +168,12 @@ SELECT o.stream_id, o.last_iid, o.batch_first_iid,
  CROSS JOIN LATERAL (
        SELECT array_agg(id) AS kid, array_agg(user_id) AS ku, array_agg(market) AS km,
               array_agg(client_order_id) AS kc, array_agg(state) AS ks
-         FROM (SELECT id, user_id, market, client_order_id, state FROM orders WHERE id = ANY($3::bigint[])
-               UNION
-               SELECT o2.id, o2.user_id, o2.market, o2.client_order_id, o2.state
-                 FROM unnest($4::bigint[], $5::text[]) AS n(u, c)
-                 JOIN orders o2 ON o2.user_id = n.u AND o2.client_order_id = n.c
+         FROM ({named}
                UNION
                SELECT id, user_id, market, client_order_id, state FROM orders
                 WHERE user_id = ANY($6::bigint[]) AND state IN ('pending', 'open')) n) k
  WHERE o.shard = $1{lock_offset}
-"""
+""".replace("{named}", _named_orders_sql("$3", "$4", "$5"))
 
 
 @dataclass
