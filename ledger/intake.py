@@ -68,6 +68,7 @@ from ledger.markets import Market, decimal_to_units, price_to_ticks, qty_to_lots
 from ledger.online import OnlineUsers
 from ledger.order_feed import NewOrder, encode_entry
 from ledger.recovery import forward_guarded, guarded_forward_script, refeed_lost_prefixes
+from ledger.redis_packed import evalsha
 from ledger.repo import INLINE_ROWS, insert_rows, load_markets, upsert_journal_select
 from matcher import keys
 from matcher.protocol import BATCH_FIELD as MATCH_FIELD
@@ -229,7 +230,7 @@ async def publish_many(script: AsyncScript, messages: list[tuple[str, bytes]]) -
         args: list[Any] = []
         for channel, data in messages[i:i + _PUBLISH_CHUNK]:
             args += (channel, data)
-        await script(keys=[], args=args)
+        await evalsha(script, args)
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
