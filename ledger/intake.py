@@ -789,7 +789,7 @@ class IntakeConsumer(RecoveringLoop):
         cache = self._cache
         read = cache.serve(requests, users, n_places, self._specs)
         if read is None and cache.last_miss == ORDERS_MISSING:
-            ids, pairs = cache.unknown_targets(requests)
+            ids, pairs = cache.missing
             rows = await conn.fetch(_ORDERS_SQL, ids, [u for u, _c in pairs], [c for _u, c in pairs])
             found = [Known(r["id"], r["user_id"], r["market"], r["client_order_id"], r["state"]) for r in rows]
             cache.learn(found)

@@ -17,8 +17,8 @@ thing that lowers an available balance. So what it last read or wrote stays true
   the engine, which knows, rejects it (`cancel_rejected`, the race any cancel can meet). A final
   state never is. A place whose client order id is not here is taken as new: the unique key
   `(user_id, client_order_id)` refuses the write if it is not, and the batch is decided again on a
-  read. At most `max_orders` are kept (the oldest go first); a cancel that names one not here
-  needs the read.
+  read. At most `max_orders` are kept (the oldest go first); the orders a batch's cancels name
+  that are not here are looked up (`missing`), not read with the whole batch.
 - `ids`: order ids drawn ahead from the `order_ids` sequence in blocks, for every batch (so a
   shard's order ids increase with its intake ids; ids never used are gaps, as after a rollback).
 - the shard's offset row as the last write left it; the write is guarded on it.
@@ -27,7 +27,7 @@ thing that lowers an available balance. So what it last read or wrote stays true
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -79,6 +79,9 @@ class IntakeCache:
         self.lowerings: int | None = None
         self.misses: Counter[str] = Counter()  # why batches needed the read (diagnostics)
         self.last_miss = ""
+        # after a miss for ORDERS_MISSING: the order ids and (user, client order id) pairs the batch's
+        # cancels name that are not remembered (the consumer looks them up, `learn`s them, serves again)
+        self.missing: tuple[list[int], list[tuple[int, str]]] = ([], [])
 
     def _miss(self, reason: str) -> BatchRead | None:
         self.misses[reason] += 1
@@ -115,9 +118,9 @@ class IntakeCache:
         self._next_id = 0
 
     def serve(self, requests: Sequence[Request], users: Iterable[int], n_places: int,
-              markets: Iterable[str], absent: frozenset[int | tuple[int, str]] = frozenset()) -> BatchRead | None:
+              markets: Container[str], absent: frozenset[int | tuple[int, str]] = frozenset()) -> BatchRead | None:
         """The batch's read from memory, or None when something it needs is not here: a user, an
-        order a cancel names (see `unknown_targets`; `absent`: targets the database just said do
+        order a cancel names (listed in `missing`; `absent`: targets the database just said do
         not exist, by id or (user, client order id)), a cancel-all or withdrawal (they need every
         live order or a locked row), an unknown market, too few ids, or no offset/counter yet."""
         if self.offset is None or self.lowerings is None:
@@ -135,11 +138,12 @@ class IntakeCache:
                 balances[(user, asset)] = [v[0], v[1]]
         known: list[Known] = []
         by_id, by_coid = self.by_id, self.by_coid
-        market_set = set(markets)
         placed: set[tuple[int, str]] = set()  # (user, client order id) of the batch's places so far
+        missing_ids: list[int] = []
+        missing_pairs: list[tuple[int, str]] = []
         for r in requests:
             if isinstance(r, PlaceOrderRequest):
-                if r.market not in market_set:
+                if r.market not in markets:
                     return self._miss("an unknown market")
                 coid = r.client_order_id
                 if coid is not None:
@@ -150,38 +154,27 @@ class IntakeCache:
             elif isinstance(r, CancelRequest):
                 if r.order_id is not None:
                     k = by_id.get(r.order_id)
+                    if k is None and r.order_id not in absent:  # (absent: the batch rejects it as unknown)
+                        missing_ids.append(r.order_id)
                 elif r.client_order_id is not None:
-                    k = by_coid.get((r.user, r.client_order_id))
-                    # an order a place earlier in the batch carries: the batch itself knows it
+                    pair = (r.user, r.client_order_id)
+                    k = by_coid.get(pair)
+                    # not remembered, but a place earlier in the batch carries it: the batch knows it
                     # (and if that place is refused, the cancel names an unknown order either way)
-                    if k is None and (r.user, r.client_order_id) in placed:
-                        continue
+                    if k is None and pair not in placed and pair not in absent:
+                        missing_pairs.append(pair)
                 else:
                     return self._miss("a cancel naming no order")
-                if k is None:
-                    if (r.order_id if r.order_id is not None else (r.user, r.client_order_id)) in absent:
-                        continue  # the batch rejects it: an unknown order
-                    return self._miss(ORDERS_MISSING)
-                known.append(k)
+                if k is not None:
+                    known.append(k)
             else:
                 return self._miss("a cancel-all or a withdrawal")
+        if missing_ids or missing_pairs:
+            self.missing = (missing_ids, missing_pairs)
+            return self._miss(ORDERS_MISSING)
         stream_id, last_iid, batch_first_iid = self.offset
         return BatchRead(stream_id, last_iid, batch_first_iid, self.next_ids(n_places), batch_users, balances, known,
                          self.lowerings, from_cache=True)
-
-    def unknown_targets(self, requests: Sequence[Request]) -> tuple[list[int], list[tuple[int, str]]]:
-        """The order ids and (user, client order id) pairs the batch's cancels name that are not
-        remembered (the consumer looks them up, `learn`s them and serves again)."""
-        ids: list[int] = []
-        pairs: list[tuple[int, str]] = []
-        for r in requests:
-            if isinstance(r, CancelRequest):
-                if r.order_id is not None:
-                    if r.order_id not in self.by_id:
-                        ids.append(r.order_id)
-                elif r.client_order_id is not None and (r.user, r.client_order_id) not in self.by_coid:
-                    pairs.append((r.user, r.client_order_id))
-        return ids, pairs
 
     def learn(self, orders: Iterable[Known]) -> None:
         """Remember orders read from the database for the batch at hand (none is evicted now: the

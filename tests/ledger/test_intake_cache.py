@@ -99,7 +99,7 @@ def test_cancel_targets_it_does_not_remember_are_listed_and_once_looked_up_serve
                            CancelRequest("c", "", 1, M, 1, client_order_id="old"),
                            CancelRequest("d", "", 1, M, 1, client_order_id="gone")]
     assert cache.serve(reqs, {1}, 0, [M]) is None
-    assert cache.unknown_targets(reqs) == ([8], [(1, "old"), (1, "gone")])
+    assert cache.missing == ([8], [(1, "old"), (1, "gone")])
     cache.learn([Known(8, 1, M, None, "open"), Known(9, 1, M, "old", "filled")])
     assert cache.serve(reqs, {1}, 0, [M]) is None  # "gone" is neither remembered nor known to be absent
     read = cache.serve(reqs, {1}, 0, [M], absent=frozenset({(1, "gone")}))
@@ -109,7 +109,8 @@ def test_cancel_targets_it_does_not_remember_are_listed_and_once_looked_up_serve
 def test_orders_looked_up_for_a_batch_do_not_push_out_what_the_same_batch_needs() -> None:
     cache = _warm(max_orders=1)  # remembers order 7 only
     reqs: list[Request] = [CancelRequest("a", "", 1, M, 1, order_id=7), CancelRequest("b", "", 1, M, 1, order_id=8)]
-    assert cache.unknown_targets(reqs) == ([8], [])
+    assert cache.serve(reqs, {1}, 0, [M]) is None
+    assert cache.missing == ([8], [])
     cache.learn([Known(8, 1, M, None, "open")])
     read = cache.serve(reqs, {1}, 0, [M])
     assert read is not None and [k.id for k in read.known] == [7, 8]
