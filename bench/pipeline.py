@@ -340,6 +340,7 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
     unsettled = 0
     last_check = 0.0
     waits = 0
+    waits_intake = 0
     generated_live = 0
     while time.perf_counter() - t0 < seconds:
         now = time.perf_counter()
@@ -351,6 +352,7 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
             unsettled = hi - lo + 1 if lo else 0
             if sender.sent - consumed > max_backlog or unsettled > max_backlog:
                 waits += 1
+                waits_intake += sender.sent - consumed > max_backlog
                 # two PostgreSQL reads per check: checked every 10 ms, they took about 4 s of the
                 # server's CPU in a 30 s phase, from the system under test (a full backlog lasts
                 # over a second at these rates, so 50 ms leaves the system no time idle)
@@ -392,7 +394,8 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
     return {"orders_per_s": round(settled / total_s, 1), "offered_per_s": round(offered / send_s, 1),
             "throughput_window_s": round(total_s, 2), "send_s": round(send_s, 2), "orders_settled": settled,
             "orders_placed": placed, "requests_offered": offered, "drain_s": round(total_s - send_s, 2),
-            "backpressure_waits": waits, "requests_generated_during_phase": generated_live,
+            "backpressure_waits": waits, "backpressure_waits_on_intake": waits_intake,
+            "requests_generated_during_phase": generated_live,
             "bench_client_send_cpu_s": round(client_cpu, 1),
             "postgres_wal_bytes_per_order": round(wal_bytes / max(1, placed))}
 

@@ -13,6 +13,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from coffer import gc_policy
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -64,6 +66,7 @@ class RecoveringLoop:
                         started = True
                     await self.step()
                     backoff = 0.2
+                    gc_policy.between_batches()
                 except asyncio.CancelledError:
                     self._ahead.drop()
                     await self.flush_events()

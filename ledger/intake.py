@@ -277,6 +277,11 @@ def stream_id_key(sid: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+# A batch this big (or one that filled its XREAD) finds the intake behind: the next batch is read,
+# and this one's forward sent, while the next is decided and written.
+BEHIND_REQUESTS = 1000
+
+
 class IntakeConsumer(RecoveringLoop):
     """Consumes `intake{shard}`; one instance per shard (the offset row lock fences a second)."""
 
@@ -409,7 +414,8 @@ class IntakeConsumer(RecoveringLoop):
             await self._finish_forward()
             return 0
         n_entries, last_id, requests = batch
-        if n_entries >= self.batch_size:  # behind: read the next batch while this one commits
+        behind = n_entries >= self.batch_size or len(requests) >= BEHIND_REQUESTS
+        if behind:  # read the next batch while this one commits
             self._ahead.start(last_id, self._fetch(last_id, None))
         try:
             try:
@@ -426,7 +432,7 @@ class IntakeConsumer(RecoveringLoop):
         await self._finish_forward()  # the previous batch's first: the engine takes a shard's ids in order
         if not result.skipped:
             # the engine's input and the API's replies go out side by side (two connections)
-            if n_entries >= self.batch_size and result.first_iid is not None:
+            if behind and result.first_iid is not None:
                 # behind: this forward overlaps the next batch's read and transaction, which then
                 # records this batch's first id as where a restart re-sends from
                 self._forwarding = asyncio.create_task(self._send(result))

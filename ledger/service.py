@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
+from coffer import gc_policy
 from coffer.pgpool import keep_session
 from coffer.settings import Settings
 from ledger.errors import LedgerError
@@ -70,11 +70,12 @@ async def create_pool(db_url: str, max_size: int) -> asyncpg.Pool:
 
 
 def tune_gc() -> None:
-    """Collect the youngest generation after 50,000 net allocations instead of 700: a consumer
-    allocates a few containers per event it decodes, and the default made the collector scan
-    the long-lived objects (settlement's live orders) many times a batch (measured: settlement
-    CPU 5.6 s -> 3.6 s for 88,000 trades in `python -m bench.ledger`)."""
-    gc.set_threshold(50_000, 20, 100)
+    """Collect reference cycles between batches (coffer/gc_policy.py; the consumer loops call
+    `between_batches`). With CPython's default (a collection every 700 net new objects) the
+    collector scanned the long-lived objects (settlement's live orders) many times a batch
+    (settlement CPU 5.6 s -> 3.6 s for 88,000 trades in `python -m bench.ledger` at a threshold of
+    50,000); at 50,000 it still ran inside the big batches of `bench.pipeline`, freeing nothing."""
+    gc_policy.install()
 
 
 ROLES = ("intake", "settlement", "withdrawals")

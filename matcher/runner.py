@@ -36,6 +36,7 @@ from typing import Any
 import msgpack
 import msgspec
 
+from coffer import gc_policy
 from matcher import keys
 from matcher._aio import raise_if_cancelling, redis_client, serve_until_signalled, sleep_or_stop
 from matcher.engine import Engine
@@ -363,6 +364,7 @@ class MarketRunner:
                 # if the commit is refused, the read-ahead is thrown away with the rest of the state).
                 read_ahead = asyncio.create_task(self._read())
                 await self._commit_batch(prev_seq, prev_in, rows)
+                gc_policy.between_batches()
                 last_renew = now
                 if self._snap_child is not None:
                     await self._reap_snapshot()
@@ -435,4 +437,5 @@ async def run_markets(config: RunnerConfig, stop: asyncio.Event) -> None:
 
 def serve(config: RunnerConfig) -> int:
     """Entry point of `coffer matcher run`: runs until SIGTERM/SIGINT, then exits 0."""
+    gc_policy.install()  # the runners collect between batches
     return serve_until_signalled(config.markets, lambda stop: run_markets(config, stop))
