@@ -319,7 +319,7 @@ async def _online(redis_url: str, users: int) -> AsyncIterator[list[int]]:
 
 
 async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: float, max_backlog: int,
-                            chunk: int, prebuilt: int) -> dict[str, Any]:
+                            chunk: int, prebuilt: int, meter: CpuMeter) -> dict[str, Any]:
     """Offer as fast as the system takes it: at most `max_backlog` requests not yet consumed by the
     intake AND at most `max_backlog` orders not yet settled, so the rate is sustained, not a burst
     followed by a long drain. The first `prebuilt` requests are generated before the clock starts;
@@ -334,6 +334,7 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
     # but the shards draw them in blocks, so ids alone do not separate the phase's orders)
     start_iids = [(int(r["shard"]), int(r["last_iid"])) for r in await pool.fetch(
         "SELECT shard, last_iid FROM intake_offsets")]
+    mark0 = meter.mark()
     t0 = time.perf_counter()
     placed = 0
     consumed = await sender.consumed(pool)
@@ -389,6 +390,7 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
             break
         await asyncio.sleep(0.05)
     total_s = time.perf_counter() - t0
+    _s, cpu, busy = CpuMeter.between(mark0, meter.mark())
     settled = int(row["n"]) - int(row["pending"])
     wal_bytes = int(await pool.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)", wal0))
     return {"orders_per_s": round(settled / total_s, 1), "offered_per_s": round(offered / send_s, 1),
@@ -397,7 +399,10 @@ async def _throughput_phase(pool: Any, sender: Sender, flow: Flow, seconds: floa
             "backpressure_waits": waits, "backpressure_waits_on_intake": waits_intake,
             "requests_generated_during_phase": generated_live,
             "bench_client_send_cpu_s": round(client_cpu, 1),
-            "postgres_wal_bytes_per_order": round(wal_bytes / max(1, placed))}
+            "postgres_wal_bytes_per_order": round(wal_bytes / max(1, placed)),
+            "throughput_machine_busy_pct": busy,
+            "throughput_cpu_us_per_order": {**{k: round(1e6 * v / max(1, settled), 1) for k, v in cpu.items()},
+                                            "all": round(1e6 * sum(cpu.values()) / max(1, settled), 1)}}
 
 
 async def _hops(redis: Any, t0_ms: int, t1_ms: int) -> dict[str, float]:
@@ -448,6 +453,28 @@ def _tree_cpu_s(pid: int) -> float:
     return total / tck
 
 
+class CpuMeter:
+    """CPU seconds of each process of the system under test, and how busy the whole machine was,
+    between two marks (Linux /proc): where a phase's cores went."""
+
+    def __init__(self, procs: dict[str, tuple[int, bool]]) -> None:
+        self.procs = procs  # name -> (pid, with its children: a server and its backends)
+
+    def mark(self) -> tuple[float, dict[str, float], tuple[int, int]]:
+        cpu = {name: _tree_cpu_s(pid) if tree else _cpu_s(pid) for name, (pid, tree) in self.procs.items()}
+        jiffies = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        idle = jiffies[3] + jiffies[4]  # idle, iowait
+        return time.perf_counter(), cpu, (sum(jiffies) - idle, sum(jiffies))
+
+    @staticmethod
+    def between(a: tuple[float, dict[str, float], tuple[int, int]],
+                b: tuple[float, dict[str, float], tuple[int, int]]) -> tuple[float, dict[str, float], float]:
+        """(seconds, CPU seconds per process, share of the machine's cores busy, in %)."""
+        busy, total = b[2][0] - a[2][0], b[2][1] - a[2][1]
+        return (b[0] - a[0], {name: b[1][name] - a[1][name] for name in b[1]},
+                round(100 * busy / total, 1) if total else float("nan"))
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -456,7 +483,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def _measure(args: argparse.Namespace, db_url: str, redis_url: str,
-                   procs: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
+                   procs: list[subprocess.Popen[bytes]], meter: CpuMeter) -> dict[str, Any]:
     import asyncpg
     import redis.asyncio as aioredis
 
@@ -479,11 +506,14 @@ async def _measure(args: argparse.Namespace, db_url: str, redis_url: str,
             low = await _latency_phase(redis_url, sender, flow, args.low_rate, args.latency_s / 2, listeners)
             hops = {f"low_load_{k}": v for k, v in (await _hops(redis, t0_ms, _now_ms())).items()}
         t0_ms = _now_ms()
+        mark0 = meter.mark()
         latencies = await _latency_phase(redis_url, sender, flow, args.latency_rate, args.latency_s, listeners)
+        phase_s, cpu, busy = CpuMeter.between(mark0, meter.mark())
         hops.update(await _hops(redis, t0_ms, _now_ms()))
+        where = {"latency_machine_busy_pct": busy, "latency_cores": {k: round(v / phase_s, 2) for k, v in cpu.items()}}
         async with _online(redis_url, args.online_users) as received:
             result = await _throughput_phase(pool, sender, flow, args.throughput_s, args.max_backlog, args.chunk,
-                                              args.prebuild)
+                                              args.prebuild, meter)
         result["online_users"] = args.online_users
         result["user_event_messages_received"] = received[0]
     finally:
@@ -494,7 +524,7 @@ async def _measure(args: argparse.Namespace, db_url: str, redis_url: str,
         "p50_ms": round(_pct(latencies, 0.50), 2), "p99_ms": round(_pct(latencies, 0.99), 2),
         "warmup_s": args.warmup_s, "latency_offered_per_s": args.latency_rate, "latency_samples": len(latencies),
         "low_load_offered_per_s": args.low_rate, "low_load_p50_ms": round(_pct(low, 0.50), 2),
-        "low_load_p99_ms": round(_pct(low, 0.99), 2), **hops,
+        "low_load_p99_ms": round(_pct(low, 0.99), 2), **hops, **where,
         "redis_xadd_per_s": round(xadd_rate, 1),
         "users": args.users, "markets": len(MARKETS), "intake_shards": args.shards,
         "requests_per_entry": args.per_entry, "seed": args.seed,
@@ -535,10 +565,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with open(logs / f"{name}.log", "wb") as log:
                 procs.append(subprocess.Popen([sys.executable, "-m", "coffer", *argv], env={**env, **level}, stdout=log,
                                               stderr=subprocess.STDOUT, start_new_session=True))
-        result = asyncio.run(_measure(args, db_url, redis_server.url, procs))
-        # where the CPU went (the whole run, setup excluded for the children)
-        assert pg_server.proc is not None and redis_server.proc is not None
         names = [name for name, _argv in ledgers] + ["matcher"]
+        meter = CpuMeter({**{name: (p.pid, False) for name, p in zip(names, procs, strict=True)},
+                          "bench_client": (os.getpid(), False), "postgres": (pg_server.proc.pid, True),
+                          "redis": (redis_server.proc.pid, False)})
+        result = asyncio.run(_measure(args, db_url, redis_server.url, procs, meter))
+        # where the CPU went (the whole run, setup excluded for the children)
         result["ledger_processes"] = len(ledgers)
         result["cpu_s"] = {**{name: round(_cpu_s(p.pid), 1) for name, p in zip(names, procs, strict=True)},
                            "bench_client": round(_cpu_s(os.getpid()), 1),
