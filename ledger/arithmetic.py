@@ -134,6 +134,18 @@ def freeze_deltas(user_id: int, freeze: Freeze) -> tuple[Delta, ...]:
     return (Delta(user_id, freeze.asset, -freeze.amount, freeze.amount),)
 
 
+def add_freeze(acc: dict[tuple[int, str], list[int]], user_id: int, freeze: Freeze) -> None:
+    """`add_deltas(acc, freeze_deltas(user_id, freeze))` without building the deltas: the intake
+    freezes once per order it places, into two sums (measured: about 0.1 against 0.9 us)."""
+    asset, amount = freeze
+    cur = acc.get((user_id, asset))
+    if cur is None:
+        acc[(user_id, asset)] = [-amount, amount]
+    else:
+        cur[0] -= amount
+        cur[1] += amount
+
+
 def release_deltas(user_id: int, asset: str, frozen_remaining: int) -> tuple[Delta, ...]:
     """Cancel / expire / reject / done: whatever the order still holds goes back."""
     if frozen_remaining < 0:

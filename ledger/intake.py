@@ -35,7 +35,7 @@ import msgspec
 from ledger.arithmetic import (
     Delta,
     add_deltas,
-    freeze_deltas,
+    add_freeze,
     order_freeze,
     order_notional,
     withdrawal_hold_deltas,
@@ -698,7 +698,8 @@ class IntakeConsumer(RecoveringLoop):
                     continue
                 oid = next(oid_iter)
                 iid += 1
-                apply(freeze_deltas(user, frz), "freeze", oid)
+                add_freeze(bal, user, frz)
+                add_freeze(net, user, frz)
                 symbol = market.symbol
                 orders.append((oid, user, symbol, coid, r.side, typ, r.tif, r.post_only, r.stp, price, qty, funds,
                                frozen_asset, amount, amount, "pending", shard, iid, r.ts_ms))

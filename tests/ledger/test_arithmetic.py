@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from ledger.arithmetic import (
     Delta,
+    Freeze,
     OrderHold,
     add_deltas,
+    add_freeze,
     can_spend,
     deposit_deltas,
     fee_for,
@@ -217,3 +219,16 @@ def settle(a: ArithLedger, model: Model, events: list[Any]) -> None:
             h = a.holds[e.oid]
             a.apply(release_deltas(h.user_id, a.assets[e.oid], h.frozen_remaining))
             a.holds[e.oid] = OrderHold(h.oid, h.user_id, h.side, h.type, h.price_ticks, 0)
+
+
+@given(st.lists(st.tuples(st.integers(1, 4), st.sampled_from(["BTC", "USDT"]), st.integers(0, 10**20)), max_size=30),
+       st.dictionaries(st.tuples(st.integers(1, 4), st.sampled_from(["BTC", "USDT"])),
+                       st.tuples(st.integers(-10**6, 10**20), st.integers(0, 10**20)), max_size=8))
+def test_add_freeze_sums_as_add_deltas_of_freeze_deltas(freezes: list[tuple[int, str, int]],
+                                                        start: dict[tuple[int, str], tuple[int, int]]) -> None:
+    fast = {k: list(v) for k, v in start.items()}
+    slow = {k: list(v) for k, v in start.items()}
+    for user, asset, amount in freezes:
+        add_freeze(fast, user, Freeze(asset, amount))
+        add_deltas(slow, freeze_deltas(user, Freeze(asset, amount)))
+    assert fast == slow
