@@ -37,6 +37,7 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
                profile: str | None = None) -> dict[str, Any]:
     from redis.asyncio import Redis
 
+    from coffer import gc_policy
     from ledger.audit import run_audit
     from ledger.demo import seed_demo
     from ledger.intake import IntakeConsumer
@@ -91,7 +92,7 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
         if prof:
             prof.enable()
         while await intake.step(block_ms=0):
-            pass
+            gc_policy.between_batches()  # as RecoveringLoop.run does
         await intake.flush_events()
         if prof:
             prof.disable()
@@ -120,7 +121,7 @@ async def _run(db_url: str, redis_url: str, n_orders: int, n_users: int, batch: 
         if prof:
             prof.enable()
         while await settle.step(block_ms=0):
-            pass
+            gc_policy.between_batches()
         await settle.flush_events()
         if prof:
             prof.disable()
