@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from ledger.deposits import credit_deposit, reverse_deposit
 from ledger.errors import OffsetMovedError
-from ledger.intake import IntakeConsumer
+from ledger.intake import BEHIND_REQUESTS, IntakeConsumer
 from ledger.intake_protocol import (
     BATCH_FIELD,
     CancelAllRequest,
@@ -377,6 +377,38 @@ async def test_a_forward_still_in_flight_is_resent_with_the_next_batch_after_a_c
         assert iids[:2] == [first_iid, first_iid + 1]  # both batches, the earlier first
         if consumer._forwarding is not None:  # the crashed consumer's stuck forward goes with it
             consumer._forwarding.cancel()
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_a_batch_of_many_requests_in_few_entries_counts_as_behind(db_url: str, redis_url: str) -> None:
+    """Entries that carry many requests each (200 in bench.pipeline) never fill the XREAD's count of
+    entries; a batch of BEHIND_REQUESTS requests still reads the next batch ahead and sends its
+    forward beside it. A small batch forwards before its step returns. Either way the engine gets
+    every accepted order, in intake-id order."""
+    pool, m = await _setup(db_url)
+    redis = Redis.from_url(redis_url)
+    try:
+        consumer = IntakeConsumer(pool, redis, shard=1)  # batch_size: 5,000 entries
+        await consumer.start()
+        before = await pool.fetchval("SELECT last_iid FROM intake_offsets WHERE shard = 1")
+        big = [PlaceOrderRequest(f"behind-{i}", "", 1, m, "buy", "limit", "10", "0.01", None, i)
+               for i in range(BEHIND_REQUESTS)]
+        await redis.xadd(intake_stream(1), {BATCH_FIELD: encode_requests(big)})
+        assert await consumer.step(block_ms=0) == 1
+        assert consumer._forwarding is not None  # behind: the forward runs beside the next batch
+        small = PlaceOrderRequest("behind-s", "", 1, m, "buy", "limit", "10", "0.01", None, 0)
+        await redis.xadd(intake_stream(1), {BATCH_FIELD: encode_requests([small])})
+        assert await consumer.step(block_ms=0) == 1
+        assert consumer._forwarding is None  # not behind: forwarded within the step
+        accepted = await pool.fetch("SELECT id, iid FROM orders WHERE shard = 1 AND iid > $1 ORDER BY iid", before)
+        assert len(accepted) >= 2
+        ids = {r["id"] for r in accepted}
+        raw: Any = await redis.xrange(keys.match_in(m))
+        iids = [c.iid for _id, f in raw for c in decode_commands(f[b"b"]) if getattr(c, "oid", None) in ids]
+        assert iids == [r["iid"] for r in accepted]
     finally:
         await redis.aclose()
         await pool.close()
