@@ -572,10 +572,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result = asyncio.run(_measure(args, db_url, redis_server.url, procs, meter))
         # where the CPU went (the whole run, setup excluded for the children)
         result["ledger_processes"] = len(ledgers)
-        result["cpu_s"] = {**{name: round(_cpu_s(p.pid), 1) for name, p in zip(names, procs, strict=True)},
-                           "bench_client": round(_cpu_s(os.getpid()), 1),
-                           "postgres": round(_tree_cpu_s(pg_server.proc.pid) - pg_cpu0, 1),
-                           "redis": round(_cpu_s(redis_server.proc.pid) - redis_cpu0, 1)}
+        setup = {"postgres": pg_cpu0, "redis": redis_cpu0}  # the servers from the end of setup
+        result["cpu_s"] = {name: round(cpu - setup.get(name, 0.0), 1) for name, cpu in meter.mark()[1].items()}
         result["cpu_s_note"] = ("whole run (both latency phases and the throughput phase); postgres and redis from "
                                 "the start of the services' work, setup excluded; 2 cores = 2 CPU-seconds per second")
         result["load_avg_1m"] = round(os.getloadavg()[0], 2)
